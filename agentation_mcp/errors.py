@@ -1,0 +1,78 @@
+"""The exception tree of agentation-mcp.
+
+Domain errors are values: the writer rolls back the one command that raised
+one and hands it to the caller, and the edges (MCP tools, HTTP routes) turn it
+into the client's error text. Anything outside this tree is a bug.
+
+    AgentationError
+    ├── NotFound
+    │   ├── SessionNotFound        -> "Session not found: <id>"
+    │   └── AnnotationNotFound     -> "Annotation not found: <id>"
+    ├── InvalidInput               -> names the field and what it accepts
+    ├── StoreBusy                  -> another process held the write lock too long
+    ├── StoreClosed                -> the writer has shut down
+    ├── SchemaTooNew               -> the store was written by a newer version
+    └── ConfigError                -> a setting from argv or the environment is unusable
+"""
+
+from __future__ import annotations
+
+
+class AgentationError(Exception):
+    """Base of every error this package raises on purpose."""
+
+
+class NotFound(AgentationError):
+    """Something named by id does not exist."""
+
+    kind = "Item"
+
+    def __init__(self, item_id: str) -> None:
+        super().__init__(f"{self.kind} not found: {item_id}")
+        self.item_id = item_id
+
+
+class SessionNotFound(NotFound):
+    kind = "Session"
+
+
+class AnnotationNotFound(NotFound):
+    kind = "Annotation"
+
+
+class InvalidInput(AgentationError):
+    """A request field is missing, of the wrong type, or not an allowed value."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class StoreBusy(AgentationError):
+    """The store stayed locked by another process past the busy timeout."""
+
+    def __init__(self) -> None:
+        super().__init__("The annotation store is busy (locked by another process); try again.")
+
+
+class StoreClosed(AgentationError):
+    """The writer is no longer accepting commands (the server is shutting down)."""
+
+    def __init__(self) -> None:
+        super().__init__("The annotation store is closed; the server is shutting down.")
+
+
+class SchemaTooNew(AgentationError):
+    """The store's schema version is newer than this program understands."""
+
+    def __init__(self, found: int, supported: int) -> None:
+        super().__init__(
+            f"The store has schema version {found}, but this agentation-mcp understands "
+            f"versions up to {supported}. Upgrade agentation-mcp to use this store."
+        )
+        self.found = found
+        self.supported = supported
+
+
+class ConfigError(AgentationError):
+    """A command-line option or environment variable cannot be used."""

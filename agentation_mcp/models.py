@@ -1,0 +1,258 @@
+"""Records and their shapes on the wire.
+
+The store keeps sessions, annotations and events in the reference's SQLite
+tables; this module turns rows into the JSON objects clients see (the
+annotation "row form", the agent-facing summary the MCP tools return, events)
+and renders JSON the way the reference's JavaScript does, so that `5.0`
+goes out as `5`. Pure: no I/O, no trio.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import secrets
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Final
+
+JsonObject = dict[str, Any]
+
+ANNOTATION_STATUSES: Final = ("pending", "acknowledged", "resolved", "dismissed")
+CLOSED_STATUSES: Final = frozenset({"resolved", "dismissed"})
+ANNOTATION_KINDS: Final = ("feedback", "placement", "rearrange")
+INTENTS: Final = ("fix", "change", "question", "approve")
+SEVERITIES: Final = ("blocking", "important", "suggestion")
+THREAD_ROLES: Final = ("human", "agent")
+
+# Event types, exactly as the toolbar and agents know them.
+SESSION_CREATED: Final = "session.created"
+ANNOTATION_CREATED: Final = "annotation.created"
+ANNOTATION_UPDATED: Final = "annotation.updated"
+ANNOTATION_DELETED: Final = "annotation.deleted"
+THREAD_MESSAGE: Final = "thread.message"
+ACTION_REQUESTED: Final = "action.requested"
+
+
+@dataclass(frozen=True, slots=True)
+class AnnotationField:
+    """One modelled annotation field: its JSON name, its column and how it is stored."""
+
+    name: str
+    column: str
+    storage: str  # "text" | "number" | "bool" | "json"
+
+
+# Modelled fields in the reference's row-form key order. `kind` and the
+# `extra` keys (placement, rearrange, attributes, frame) are placed by
+# `annotation_from_row` itself.
+ANNOTATION_FIELDS: Final = (
+    AnnotationField("x", "x", "number"),
+    AnnotationField("y", "y", "number"),
+    AnnotationField("comment", "comment", "text"),
+    AnnotationField("element", "element", "text"),
+    AnnotationField("elementPath", "element_path", "text"),
+    AnnotationField("timestamp", "timestamp", "number"),
+    AnnotationField("selectedText", "selected_text", "text"),
+    AnnotationField("boundingBox", "bounding_box", "json"),
+    AnnotationField("nearbyText", "nearby_text", "text"),
+    AnnotationField("cssClasses", "css_classes", "text"),
+    AnnotationField("nearbyElements", "nearby_elements", "text"),
+    AnnotationField("computedStyles", "computed_styles", "text"),
+    AnnotationField("fullPath", "full_path", "text"),
+    AnnotationField("accessibility", "accessibility", "text"),
+    AnnotationField("isMultiSelect", "is_multi_select", "bool"),
+    AnnotationField("isFixed", "is_fixed", "bool"),
+    AnnotationField("reactComponents", "react_components", "text"),
+    AnnotationField("sourceFile", "source_file", "text"),
+    AnnotationField("url", "url", "text"),
+    AnnotationField("intent", "intent", "text"),
+    AnnotationField("severity", "severity", "text"),
+    AnnotationField("status", "status", "text"),
+    AnnotationField("thread", "thread", "json"),
+    AnnotationField("createdAt", "created_at", "text"),
+    AnnotationField("updatedAt", "updated_at", "text"),
+    AnnotationField("resolvedAt", "resolved_at", "text"),
+    AnnotationField("resolvedBy", "resolved_by", "text"),
+    AnnotationField("authorId", "author_id", "text"),
+)
+FIELD_BY_NAME: Final = {f.name: f for f in ANNOTATION_FIELDS}
+
+# Keys the reference keeps in the `extra` JSON column; anything else a client
+# sends that is not modelled is kept there too, under these top-level keys'
+# neighbours, and returned at the end of the row form.
+EXTRA_KEYS: Final = ("placement", "rearrange", "attributes", "frame")
+# Fields the server owns; a client never sets them.
+SERVER_OWNED: Final = frozenset({"id", "sessionId", "status", "createdAt", "updatedAt", "resolvedAt"})
+
+
+def now_iso() -> str:
+    """The current UTC time as JavaScript's `Date.toISOString()` writes it."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+_BASE36 = "0123456789abcdefghijklmnopqrstuvwxyz"
+
+
+def _base36(n: int) -> str:
+    digits = []
+    while True:
+        n, r = divmod(n, 36)
+        digits.append(_BASE36[r])
+        if n == 0:
+            return "".join(reversed(digits))
+
+
+def new_id() -> str:
+    """An id in the reference's form: `<ms since epoch, base 36>-<6 random base-36 chars>`."""
+    return f"{_base36(now_ms())}-{''.join(secrets.choice(_BASE36) for _ in range(6))}"
+
+
+def js_value(value: Any) -> Any:
+    """`value` with integral floats turned into ints, as JavaScript would print them."""
+    if isinstance(value, float):
+        if math.isfinite(value) and value.is_integer() and abs(value) < 2**53:
+            return int(value)
+        return value
+    if isinstance(value, dict):
+        return {k: js_value(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [js_value(v) for v in value]
+    return value
+
+
+def to_json(value: Any, *, indent: int | None = None) -> str:
+    """JSON text: compact like `JSON.stringify(v)`, or indented like `JSON.stringify(v, null, 2)`."""
+    if indent is None:
+        return json.dumps(js_value(value), ensure_ascii=False, separators=(",", ":"))
+    return json.dumps(js_value(value), ensure_ascii=False, indent=indent)
+
+
+def _load_json(text: Any) -> Any:
+    if not isinstance(text, str):
+        return text
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One persisted change, as SSE streams and watchers receive it."""
+
+    type: str
+    session_id: str
+    payload: Any
+    sequence: int
+    timestamp: str
+
+    def to_wire(self) -> JsonObject:
+        return {
+            "type": self.type,
+            "sessionId": self.session_id,
+            "payload": self.payload,
+            "sequence": self.sequence,
+            "timestamp": self.timestamp,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class PendingEvent:
+    """An event produced inside a transaction, before its sequence is allocated."""
+
+    type: str
+    session_id: str
+    payload: Any
+    timestamp: str = field(default_factory=now_iso)
+
+
+def session_from_row(row: Mapping[str, Any]) -> JsonObject:
+    """A session as the GET routes and `agentation_get_session` show it."""
+    out: JsonObject = {
+        "id": row["id"],
+        "url": row["url"],
+        "status": row["status"],
+        "createdAt": row["created_at"],
+        "updatedAt": row["updated_at"],
+        "projectId": row["project_id"],
+        "userId": row["user_id"],
+    }
+    if row["metadata"] is not None:
+        out["metadata"] = _load_json(row["metadata"])
+    return out
+
+
+def session_summary(session: Mapping[str, Any]) -> JsonObject:
+    """The short form `agentation_list_sessions` returns."""
+    return {k: session[k] for k in ("id", "url", "status", "createdAt")}
+
+
+def annotation_from_row(row: Mapping[str, Any]) -> JsonObject:
+    """An annotation in the one stored form every read returns.
+
+    Key order follows the reference; `boundingBox` and `thread` are left out
+    when absent, `placement`/`rearrange` appear only on annotations of that
+    kind, and unmodelled fields the client sent come last.
+    """
+    extra = _load_json(row["extra"]) if row["extra"] is not None else {}
+    if not isinstance(extra, dict):
+        extra = {}
+    kind = row["kind"] or "feedback"
+    out: JsonObject = {"id": row["id"], "sessionId": row["session_id"]}
+    for f in ANNOTATION_FIELDS:
+        value = row[f.column]
+        if f.storage == "json":
+            if value is None:
+                continue
+            value = _load_json(value)
+        elif f.storage == "bool":
+            value = bool(value)
+        out[f.name] = value
+        if f.name == "sourceFile":
+            for key in ("attributes", "frame"):
+                if extra.get(key) is not None:
+                    out[key] = extra[key]
+            out["kind"] = kind
+            if kind in ("placement", "rearrange") and extra.get(kind) is not None:
+                out[kind] = extra[kind]
+    for key, value in extra.items():
+        if key not in EXTRA_KEYS and key not in out:
+            out[key] = value
+    return out
+
+
+def agent_view(annotation: Mapping[str, Any]) -> JsonObject:
+    """The summary of an annotation the pending and watch tools give an agent."""
+    out: JsonObject = {
+        key: annotation.get(key)
+        for key in (
+            "id",
+            "kind",
+            "comment",
+            "element",
+            "elementPath",
+            "url",
+            "intent",
+            "severity",
+            "timestamp",
+            "nearbyText",
+            "reactComponents",
+        )
+    }
+    out["kind"] = annotation.get("kind") or "feedback"
+    if annotation.get("sourceFile"):
+        out["sourceFile"] = annotation["sourceFile"]
+    for key in ("attributes", "frame"):
+        if annotation.get(key) is not None:
+            out[key] = annotation[key]
+    kind = out["kind"]
+    if kind in ("placement", "rearrange") and annotation.get(kind) is not None:
+        out[kind] = annotation[kind]
+    return out

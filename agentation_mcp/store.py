@@ -1,0 +1,496 @@
+"""Synchronous SQL over apsw: opening the store, applying commands, reading.
+
+`apply(conn, command)` is the only way anything is written; only the writer
+calls it, inside its transaction. Each call returns the command's result and
+the events it caused; `append_events` gives those events their sequences
+from the `event_sequence` row in the same transaction, so a sequence is
+unique and in commit order across every process sharing the file (the
+reference's processes included). Reads take a connection of their own.
+Nothing here awaits or knows about trio.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import apsw
+import outcome
+
+from . import commands as c
+from .errors import AgentationError, AnnotationNotFound, SessionNotFound, StoreBusy
+from .models import (
+    ACTION_REQUESTED,
+    ANNOTATION_CREATED,
+    ANNOTATION_DELETED,
+    ANNOTATION_UPDATED,
+    CLOSED_STATUSES,
+    FIELD_BY_NAME,
+    SESSION_CREATED,
+    THREAD_MESSAGE,
+    Event,
+    JsonObject,
+    PendingEvent,
+    annotation_from_row,
+    new_id,
+    now_iso,
+    now_ms,
+    session_from_row,
+    to_json,
+)
+
+BUSY_TIMEOUT_MS = 5000
+# How often a batch tries again while other processes hold the write lock,
+# each try waiting up to BUSY_TIMEOUT_MS.
+BUSY_RETRIES = 6
+Connection = apsw.Connection
+log = logging.getLogger(__name__)
+
+
+class InternalError(AgentationError):
+    def __init__(self) -> None:
+        super().__init__("The server could not apply this change; its log on stderr has the details.")
+
+
+@dataclass(frozen=True, slots=True)
+class StoreLocation:
+    """Where the store lives: a file, or a database private to this process."""
+
+    path: Path | None  # None: in memory
+    memory_name: str = ""
+
+    @property
+    def in_memory(self) -> bool:
+        return self.path is None
+
+    @classmethod
+    def memory(cls) -> StoreLocation:
+        return cls(None, f"/agentation-{os.getpid()}-{uuid.uuid4().hex}")
+
+
+def _memory_uri(location: StoreLocation) -> str:
+    # SQLite's memdb VFS shares one database between the connections of a
+    # process that open the same "/name"; it lives until the last one closes.
+    return f"file:{location.memory_name}?vfs=memdb"
+
+
+def open_write_connection(location: StoreLocation) -> apsw.Connection:
+    """The writer's connection: creates the file and folder, WAL, full sync, foreign keys."""
+    flags = apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE | apsw.SQLITE_OPEN_URI
+    if location.path is None:
+        conn = apsw.Connection(_memory_uri(location), flags=flags)
+    else:
+        location.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = apsw.Connection(str(location.path), flags=flags)
+    conn.set_busy_timeout(BUSY_TIMEOUT_MS)
+    if location.path is not None:
+        for _ in range(20):
+            try:
+                conn.pragma("journal_mode", "wal")
+                break
+            except apsw.BusyError:
+                continue
+        conn.pragma("synchronous", "FULL")
+    conn.pragma("foreign_keys", True)
+    return conn
+
+
+def open_read_connection(location: StoreLocation) -> apsw.Connection:
+    """A read-only connection: SQLite itself then keeps it from writing."""
+    flags = apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI
+    target = _memory_uri(location) if location.path is None else str(location.path)
+    conn = apsw.Connection(target, flags=flags)
+    conn.set_busy_timeout(BUSY_TIMEOUT_MS)
+    return conn
+
+
+def _rows(conn: apsw.Connection, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> list[JsonObject]:
+    cursor = conn.execute(sql, params)
+    try:
+        names = [d[0] for d in cursor.get_description()]
+    except apsw.ExecutionCompleteError:
+        return []
+    return [dict(zip(names, row, strict=True)) for row in cursor]
+
+
+def _one(conn: apsw.Connection, sql: str, params: Sequence[Any] = ()) -> JsonObject | None:
+    rows = _rows(conn, sql, params)
+    return rows[0] if rows else None
+
+
+# --- reads ------------------------------------------------------------------
+
+
+def list_sessions(conn: apsw.Connection) -> list[JsonObject]:
+    """Every session, newest first."""
+    return [session_from_row(r) for r in _rows(conn, "SELECT * FROM sessions ORDER BY created_at DESC, rowid DESC")]
+
+
+def get_session(conn: apsw.Connection, session_id: str) -> JsonObject:
+    """A session with all its annotations (by timestamp); raises `SessionNotFound`."""
+    row = _one(conn, "SELECT * FROM sessions WHERE id = ?", (session_id,))
+    if row is None:
+        raise SessionNotFound(session_id)
+    session = session_from_row(row)
+    session["annotations"] = session_annotations(conn, session_id)
+    return session
+
+
+def session_exists(conn: apsw.Connection, session_id: str) -> bool:
+    return conn.execute("SELECT 1 FROM sessions WHERE id = ?", (session_id,)).get is not None
+
+
+def session_annotations(conn: apsw.Connection, session_id: str) -> list[JsonObject]:
+    rows = _rows(conn, "SELECT * FROM annotations WHERE session_id = ? ORDER BY timestamp, rowid", (session_id,))
+    return [annotation_from_row(r) for r in rows]
+
+
+def get_annotation(conn: apsw.Connection, annotation_id: str) -> JsonObject:
+    """One annotation in its stored form; raises `AnnotationNotFound`."""
+    row = _one(conn, "SELECT * FROM annotations WHERE id = ?", (annotation_id,))
+    if row is None:
+        raise AnnotationNotFound(annotation_id)
+    return annotation_from_row(row)
+
+
+def annotations_by_id(conn: apsw.Connection, annotation_ids: Iterable[str]) -> dict[str, JsonObject]:
+    ids = list(dict.fromkeys(annotation_ids))
+    if not ids:
+        return {}
+    marks = ",".join("?" * len(ids))
+    rows = _rows(conn, f"SELECT * FROM annotations WHERE id IN ({marks})", ids)
+    return {r["id"]: annotation_from_row(r) for r in rows}
+
+
+def pending_annotations(conn: apsw.Connection, session_id: str | None = None) -> list[JsonObject]:
+    """Pending annotations: of one session, or of all (sessions newest first), each by timestamp."""
+    if session_id is not None:
+        rows = _rows(
+            conn,
+            "SELECT * FROM annotations WHERE session_id = ? AND status = 'pending' ORDER BY timestamp, rowid",
+            (session_id,),
+        )
+    else:
+        rows = _rows(
+            conn,
+            "SELECT a.* FROM annotations AS a JOIN sessions AS s ON s.id = a.session_id "
+            "WHERE a.status = 'pending' "
+            "ORDER BY s.created_at DESC, s.rowid DESC, a.timestamp, a.rowid",
+        )
+    return [annotation_from_row(r) for r in rows]
+
+
+def _event_from_row(row: Mapping[str, Any]) -> Event:
+    return Event(
+        type=row["type"],
+        session_id=row["session_id"],
+        payload=json.loads(row["payload"]),
+        sequence=int(row["sequence"]),
+        timestamp=row["timestamp"],
+    )
+
+
+def events_after(
+    conn: apsw.Connection,
+    after: int,
+    *,
+    upto: int | None = None,
+    session_id: str | None = None,
+    limit: int = 1000,
+) -> list[Event]:
+    """Persisted events with `after < sequence (<= upto)`, in sequence order."""
+    sql = "SELECT type, timestamp, session_id, sequence, payload FROM events WHERE sequence > ?"
+    params: list[Any] = [after]
+    if upto is not None:
+        sql += " AND sequence <= ?"
+        params.append(upto)
+    if session_id is not None:
+        sql += " AND session_id = ?"
+        params.append(session_id)
+    sql += " ORDER BY sequence LIMIT ?"
+    params.append(limit)
+    return [_event_from_row(r) for r in _rows(conn, sql, params)]
+
+
+def last_sequence(conn: apsw.Connection) -> int:
+    """The highest sequence handed out so far (events may have been pruned since)."""
+    value = conn.execute(
+        "SELECT MAX(COALESCE((SELECT value FROM event_sequence WHERE id = 1), 0), "
+        "COALESCE((SELECT MAX(sequence) FROM events), 0))"
+    ).get
+    return int(value) if isinstance(value, int) else 0
+
+
+def data_version(conn: apsw.Connection) -> int:
+    """Changes whenever another connection commits to the store."""
+    value = conn.execute("PRAGMA data_version").get
+    return int(value) if isinstance(value, int) else 0
+
+
+# --- writes -------------------------------------------------------------------
+
+
+def prune_events(conn: apsw.Connection, retention_days: int) -> int:
+    """Delete events older than `retention_days`; the next sequence is never lowered."""
+    cutoff = (datetime.now(UTC) - timedelta(days=retention_days)).isoformat(timespec="milliseconds")
+    cutoff = cutoff.replace("+00:00", "Z")
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        # Record the high-water mark first, so pruning every event cannot lower it.
+        conn.execute(
+            "UPDATE event_sequence SET value = MAX(value, (SELECT COALESCE(MAX(sequence), 0) FROM events)) WHERE id = 1"
+        )
+        conn.execute("DELETE FROM events WHERE timestamp < ?", (cutoff,))
+        pruned = conn.changes()
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+    return pruned
+
+
+def append_events(conn: apsw.Connection, pending: Sequence[PendingEvent]) -> list[Event]:
+    """Persist `pending` with the next sequences; call inside the command's transaction."""
+    out: list[Event] = []
+    for p in pending:
+        sequence = conn.execute(
+            "UPDATE event_sequence SET value = MAX(value, (SELECT COALESCE(MAX(sequence), 0) FROM events)) + 1 "
+            "WHERE id = 1 RETURNING value"
+        ).get
+        assert isinstance(sequence, int), "event_sequence row is missing"
+        conn.execute(
+            "INSERT INTO events (type, timestamp, session_id, sequence, payload) VALUES (?, ?, ?, ?, ?)",
+            (p.type, p.timestamp, p.session_id, sequence, to_json(p.payload)),
+        )
+        out.append(Event(p.type, p.session_id, p.payload, sequence, p.timestamp))
+    return out
+
+
+Applied = tuple[Any, list[PendingEvent]]
+Committed = outcome.Outcome[tuple[Any, list[Event]]]
+
+
+def commit_batch(conn: apsw.Connection, commands: Sequence[c.Command]) -> list[Committed]:
+    """Apply `commands` in one `BEGIN IMMEDIATE` transaction, each in its own savepoint.
+
+    A command that raises is rolled back alone and its error becomes its
+    outcome; the others commit together. Retries while another process
+    holds the write lock, then fails every command with `StoreBusy`.
+    """
+    for attempt in range(BUSY_RETRIES + 1):
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except apsw.BusyError:
+            if attempt == BUSY_RETRIES:
+                return [outcome.Error(StoreBusy()) for _ in commands]
+            continue
+        try:
+            results = [_apply_in_savepoint(conn, command) for command in commands]
+            conn.execute("COMMIT")
+        except apsw.BusyError:
+            conn.execute("ROLLBACK")
+            if attempt == BUSY_RETRIES:
+                return [outcome.Error(StoreBusy()) for _ in commands]
+            continue
+        except BaseException:
+            if not conn.get_autocommit():
+                conn.execute("ROLLBACK")
+            raise
+        return results
+    raise AssertionError("unreachable")
+
+
+def _apply_in_savepoint(conn: apsw.Connection, command: c.Command) -> Committed:
+    conn.execute("SAVEPOINT command")
+    try:
+        result, pending = apply(conn, command)
+        events = append_events(conn, pending)
+    except AgentationError as exc:
+        conn.execute("ROLLBACK TO command; RELEASE command")
+        return outcome.Error(exc)
+    except apsw.BusyError:
+        raise
+    except Exception:
+        log.exception("applying %s failed", type(command).__name__)
+        conn.execute("ROLLBACK TO command; RELEASE command")
+        return outcome.Error(InternalError())
+    conn.execute("RELEASE command")
+    return outcome.Value((result, events))
+
+
+def apply(conn: apsw.Connection, command: c.Command) -> Applied:
+    """Carry out one command; returns its result and the events it caused."""
+    match command:
+        case c.CreateSession():
+            return _create_session(conn, command)
+        case c.CreateAnnotation():
+            return _create_annotation(conn, command)
+        case c.UpdateAnnotation():
+            return _update_annotation(conn, command)
+        case c.AddThreadMessage():
+            return _add_message(conn, command.annotation_id, command.message, [])
+        case c.DeleteAnnotation():
+            return _delete_annotation(conn, command)
+        case c.RequestAction():
+            return _request_action(conn, command)
+        case _:
+            raise TypeError(f"not a command: {command!r}")
+
+
+def _create_session(conn: apsw.Connection, cmd: c.CreateSession) -> Applied:
+    session: JsonObject = {"id": new_id(), "url": cmd.url, "status": "active", "createdAt": now_iso()}
+    if cmd.project_id is not None:
+        session["projectId"] = cmd.project_id
+    conn.execute(
+        "INSERT INTO sessions (id, url, status, created_at, project_id) VALUES (?, ?, 'active', ?, ?)",
+        (session["id"], cmd.url, session["createdAt"], cmd.project_id),
+    )
+    return session, [PendingEvent(SESSION_CREATED, session["id"], session)]
+
+
+def _column_value(name: str, value: Any) -> Any:
+    storage = FIELD_BY_NAME[name].storage
+    if storage == "json":
+        return to_json(value)
+    if storage == "bool":
+        return int(bool(value))
+    return value
+
+
+def _create_annotation(conn: apsw.Connection, cmd: c.CreateAnnotation) -> Applied:
+    if not session_exists(conn, cmd.session_id):
+        raise SessionNotFound(cmd.session_id)
+    annotation_id = new_id()
+    columns = ["id", "session_id", "status", "created_at", "kind", "extra"]
+    values: list[Any] = [annotation_id, cmd.session_id, "pending", now_iso(), cmd.kind, to_json(cmd.extra)]
+    for name, value in cmd.fields.items():
+        columns.append(FIELD_BY_NAME[name].column)
+        values.append(_column_value(name, value))
+    conn.execute(
+        f"INSERT INTO annotations ({', '.join(columns)}) VALUES ({', '.join('?' * len(values))})",
+        values,
+    )
+    annotation = get_annotation(conn, annotation_id)
+    return annotation, [PendingEvent(ANNOTATION_CREATED, cmd.session_id, annotation)]
+
+
+def _annotation_row(conn: apsw.Connection, annotation_id: str) -> JsonObject:
+    row = _one(conn, "SELECT * FROM annotations WHERE id = ?", (annotation_id,))
+    if row is None:
+        raise AnnotationNotFound(annotation_id)
+    return row
+
+
+def _update_annotation(conn: apsw.Connection, cmd: c.UpdateAnnotation) -> Applied:
+    row = _annotation_row(conn, cmd.annotation_id)
+    now = now_iso()
+    sets: dict[str, Any] = {"updated_at": now}
+    for name, value in cmd.changes.items():
+        sets[FIELD_BY_NAME[name].column] = _column_value(name, value)
+    new_status = cmd.changes.get("status")
+    if new_status is not None:
+        if new_status in CLOSED_STATUSES:
+            if new_status != row["status"] or row["resolved_at"] is None:
+                sets["resolved_at"] = now
+        else:
+            sets["resolved_at"] = None
+            if "resolvedBy" not in cmd.changes:
+                sets["resolved_by"] = None
+    if cmd.extra_changes:
+        extra = json.loads(row["extra"]) if row["extra"] else {}
+        if not isinstance(extra, dict):
+            extra = {}
+        extra.update(cmd.extra_changes)
+        sets["extra"] = to_json(extra)
+    assignments = ", ".join(f"{column} = ?" for column in sets)
+    conn.execute(f"UPDATE annotations SET {assignments} WHERE id = ?", [*sets.values(), cmd.annotation_id])
+    annotation = get_annotation(conn, cmd.annotation_id)
+    events = [PendingEvent(ANNOTATION_UPDATED, annotation["sessionId"], annotation)]
+    if cmd.message is not None:
+        return _add_message(conn, cmd.annotation_id, cmd.message, events)
+    return annotation, events
+
+
+def _add_message(
+    conn: apsw.Connection, annotation_id: str, message: c.NewThreadMessage, events: list[PendingEvent]
+) -> Applied:
+    row = _annotation_row(conn, annotation_id)
+    thread = json.loads(row["thread"]) if row["thread"] else []
+    if not isinstance(thread, list):
+        thread = []
+    entry = {"id": new_id(), "role": message.role, "content": message.content, "timestamp": now_ms()}
+    thread.append(entry)
+    conn.execute(
+        "UPDATE annotations SET thread = ?, updated_at = ? WHERE id = ?",
+        (to_json(thread), now_iso(), annotation_id),
+    )
+    annotation = get_annotation(conn, annotation_id)
+    session_id = annotation["sessionId"]
+    events += [
+        PendingEvent(ANNOTATION_UPDATED, session_id, annotation),
+        PendingEvent(THREAD_MESSAGE, session_id, entry),
+    ]
+    return annotation, events
+
+
+def _delete_annotation(conn: apsw.Connection, cmd: c.DeleteAnnotation) -> Applied:
+    annotation = get_annotation(conn, cmd.annotation_id)
+    conn.execute("DELETE FROM annotations WHERE id = ?", (cmd.annotation_id,))
+    result = {"deleted": True, "annotationId": cmd.annotation_id}
+    return result, [PendingEvent(ANNOTATION_DELETED, annotation["sessionId"], annotation)]
+
+
+def _request_action(conn: apsw.Connection, cmd: c.RequestAction) -> Applied:
+    if not session_exists(conn, cmd.session_id):
+        raise SessionNotFound(cmd.session_id)
+    annotations = session_annotations(conn, cmd.session_id)
+    timestamp = now_iso()
+    payload = {
+        "sessionId": cmd.session_id,
+        "annotations": annotations,
+        "output": cmd.output,
+        "timestamp": timestamp,
+    }
+    result = {"annotationCount": len(annotations), "payload": payload}
+    return result, [PendingEvent(ACTION_REQUESTED, cmd.session_id, payload, timestamp)]
+
+
+class StoreReader:
+    """The read functions above, bound to the read-only connection the edges use."""
+
+    def __init__(self, conn: apsw.Connection) -> None:
+        self.conn = conn
+
+    def list_sessions(self) -> list[JsonObject]:
+        return list_sessions(self.conn)
+
+    def get_session(self, session_id: str) -> JsonObject:
+        return get_session(self.conn, session_id)
+
+    def session_exists(self, session_id: str) -> bool:
+        return session_exists(self.conn, session_id)
+
+    def get_annotation(self, annotation_id: str) -> JsonObject:
+        return get_annotation(self.conn, annotation_id)
+
+    def annotations_by_id(self, annotation_ids: Iterable[str]) -> dict[str, JsonObject]:
+        return annotations_by_id(self.conn, annotation_ids)
+
+    def pending_annotations(self, session_id: str | None = None) -> list[JsonObject]:
+        return pending_annotations(self.conn, session_id)
+
+    def events_after(self, after: int, upto: int | None = None, session_id: str | None = None) -> list[Event]:
+        return events_after(self.conn, after, upto=upto, session_id=session_id)
+
+    def last_sequence(self) -> int:
+        return last_sequence(self.conn)
+
+    def data_version(self) -> int:
+        return data_version(self.conn)

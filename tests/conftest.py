@@ -1,0 +1,126 @@
+"""Shared fixtures: trio as the async backend, stores in temporary folders, real server processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import apsw
+import pytest
+import trio
+from mcp.client.session import ClientSession
+from mcp.client.stdio import StdioServerParameters, stdio_client
+
+from agentation_mcp import schema, store
+from agentation_mcp.hub import Hub
+from agentation_mcp.store import StoreLocation, StoreReader
+from agentation_mcp.writer import Writer, run_writer
+
+FIXTURES = Path(__file__).parent / "fixtures"
+ANNOTATION: dict[str, Any] = {
+    "comment": "Make the button blue",
+    "element": "button",
+    "elementPath": "body > main > button",
+    "x": 10.5,
+    "y": 20,
+    "timestamp": 1_700_000_000_000,
+}
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "trio"
+
+
+@dataclass
+class Store:
+    location: StoreLocation
+    conn: apsw.Connection
+    reader: StoreReader
+
+    def hub(self) -> Hub:
+        return Hub(self.reader.events_after, self.reader.last_sequence())
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "home" / ".agentation" / "store.db"
+
+
+@pytest.fixture
+def opened(db_path: Path) -> Iterator[Store]:
+    location = StoreLocation(db_path)
+    conn = store.open_write_connection(location)
+    schema.migrate(conn)
+    read = store.open_read_connection(location)
+    yield Store(location, conn, StoreReader(read))
+    read.close()
+    conn.close()
+
+
+@asynccontextmanager
+async def running_writer(st: Store, hub: Hub, *, in_thread: bool = False, **kw: Any) -> AsyncIterator[Writer]:
+    async with trio.open_nursery() as nursery:
+        writer: Writer = await nursery.start(
+            lambda task_status: run_writer(st.conn, hub, in_thread=in_thread, task_status=task_status, **kw)
+        )
+        try:
+            yield writer
+        finally:
+            writer.close()
+
+
+def copy_reference_db(home: Path) -> Path:
+    target = home / ".agentation" / "store.db"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(FIXTURES / "reference-1.3.2.db", target)
+    return target
+
+
+def reference_view() -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((FIXTURES / "reference-1.3.2.json").read_text(encoding="utf-8"))
+    return data
+
+
+def server_env(home: Path, **extra: str) -> dict[str, str]:
+    env = {"HOME": str(home), "PYTHONUNBUFFERED": "1"}
+    for key in ("PATH", "PYTHONPATH", "VIRTUAL_ENV", "LANG"):
+        if key in os.environ:
+            env[key] = os.environ[key]
+    env.update(extra)
+    return env
+
+
+def server_params(home: Path, *args: str, **env: str) -> StdioServerParameters:
+    return StdioServerParameters(
+        command=sys.executable, args=["-m", "agentation_mcp", "server", *args], env=server_env(home, **env)
+    )
+
+
+@asynccontextmanager
+async def mcp_client(home: Path, *args: str, **env: str) -> AsyncIterator[ClientSession]:
+    """A real MCP client session with a real `agentation-mcp server` process."""
+    async with (
+        stdio_client(server_params(home, *args, **env)) as (read, write),
+        ClientSession(read, write) as session,
+    ):
+        await session.initialize()
+        yield session
+
+
+def tool_text(result: Any) -> str:
+    assert len(result.content) == 1
+    text: str = result.content[0].text
+    return text
+
+
+def tool_json(result: Any) -> Any:
+    assert not result.is_error, tool_text(result)
+    return json.loads(tool_text(result))

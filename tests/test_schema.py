@@ -1,0 +1,110 @@
+"""Schema and migrations: a fresh store, a reference store, versions."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import apsw
+import pytest
+
+from agentation_mcp import schema, store
+from agentation_mcp.errors import SchemaTooNew
+from agentation_mcp.store import StoreLocation
+
+from .conftest import FIXTURES
+
+REFERENCE_ANNOTATION_COLUMNS = [
+    "id", "session_id", "x", "y", "comment", "element", "element_path", "timestamp", "selected_text",
+    "bounding_box", "nearby_text", "css_classes", "nearby_elements", "computed_styles", "full_path",
+    "accessibility", "is_multi_select", "is_fixed", "react_components", "source_file", "url", "intent",
+    "severity", "status", "thread", "created_at", "updated_at", "resolved_at", "resolved_by", "author_id",
+    "kind", "extra",
+]  # fmt: skip
+
+
+def _columns(conn: apsw.Connection, table: str) -> list[str]:
+    return [row[1] for row in conn.execute(f"PRAGMA table_info({table})")]
+
+
+def test_fresh_store_has_the_reference_tables_and_columns(tmp_path: Path) -> None:
+    conn = store.open_write_connection(StoreLocation(tmp_path / "s.db"))
+    assert schema.migrate(conn) == 0
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_schema WHERE type = 'table'")}
+    assert {
+        "organizations",
+        "users",
+        "api_keys",
+        "sessions",
+        "annotations",
+        "events",
+        "event_sequence",
+    } <= tables
+    assert _columns(conn, "annotations") == REFERENCE_ANNOTATION_COLUMNS
+    assert _columns(conn, "events") == [
+        "id",
+        "type",
+        "timestamp",
+        "session_id",
+        "sequence",
+        "payload",
+        "user_id",
+    ]
+    assert conn.execute("SELECT value FROM event_sequence WHERE id = 1").get == 0
+    assert schema.schema_version(conn) == schema.SCHEMA_VERSION
+    assert conn.pragma("journal_mode") == "wal"
+    assert conn.pragma("synchronous") == 2  # FULL
+    assert conn.pragma("foreign_keys") == 1
+
+
+def test_migrating_twice_changes_nothing(tmp_path: Path) -> None:
+    conn = store.open_write_connection(StoreLocation(tmp_path / "s.db"))
+    schema.migrate(conn)
+    before = list(conn.execute("SELECT type, name, sql FROM sqlite_schema ORDER BY name"))
+    assert schema.migrate(conn) == schema.SCHEMA_VERSION
+    assert list(conn.execute("SELECT type, name, sql FROM sqlite_schema ORDER BY name")) == before
+
+
+def test_a_store_from_a_newer_version_is_refused_untouched(tmp_path: Path) -> None:
+    conn = store.open_write_connection(StoreLocation(tmp_path / "s.db"))
+    schema.migrate(conn)
+    conn.execute(f"PRAGMA user_version = {schema.SCHEMA_VERSION + 1}")
+    with pytest.raises(SchemaTooNew, match=r"schema version 3.*up to 2"):
+        schema.migrate(conn)
+    assert schema.schema_version(conn) == schema.SCHEMA_VERSION + 1
+
+
+def test_an_old_reference_store_without_later_columns_gains_them(tmp_path: Path) -> None:
+    conn = apsw.Connection(str(tmp_path / "old.db"))
+    conn.execute(
+        "CREATE TABLE sessions (id TEXT PRIMARY KEY, url TEXT NOT NULL, status TEXT NOT NULL DEFAULT 'active', "
+        "created_at TEXT NOT NULL, updated_at TEXT, project_id TEXT, metadata TEXT, user_id TEXT);"
+        "CREATE TABLE annotations (id TEXT PRIMARY KEY, session_id TEXT NOT NULL, x REAL NOT NULL, y REAL NOT NULL, "
+        "comment TEXT NOT NULL, element TEXT NOT NULL, element_path TEXT NOT NULL, timestamp INTEGER NOT NULL, "
+        "selected_text TEXT, bounding_box TEXT, nearby_text TEXT, css_classes TEXT, nearby_elements TEXT, "
+        "computed_styles TEXT, full_path TEXT, accessibility TEXT, is_multi_select INTEGER DEFAULT 0, "
+        "is_fixed INTEGER DEFAULT 0, react_components TEXT, url TEXT, intent TEXT, severity TEXT, "
+        "status TEXT DEFAULT 'pending', thread TEXT, created_at TEXT NOT NULL, updated_at TEXT, resolved_at TEXT, "
+        "resolved_by TEXT, author_id TEXT);"
+        "CREATE TABLE events (id INTEGER PRIMARY KEY AUTOINCREMENT, type TEXT NOT NULL, timestamp TEXT NOT NULL, "
+        "session_id TEXT NOT NULL, sequence INTEGER NOT NULL UNIQUE, payload TEXT NOT NULL, user_id TEXT);"
+        "INSERT INTO events (type, timestamp, session_id, sequence, payload) "
+        "VALUES ('session.created', '2026-01-01T00:00:00.000Z', 's', 41, '{}');"
+    )
+    conn.close()
+    conn = store.open_write_connection(StoreLocation(tmp_path / "old.db"))
+    schema.migrate(conn)
+    assert {"kind", "extra", "source_file"} <= set(_columns(conn, "annotations"))
+    assert conn.execute("SELECT value FROM event_sequence").get == 41
+
+
+def test_the_reference_fixture_migrates_and_keeps_every_row(tmp_path: Path) -> None:
+    path = tmp_path / "ref.db"
+    shutil.copy(FIXTURES / "reference-1.3.2.db", path)
+    raw = apsw.Connection(str(path))
+    counts = {t: raw.execute(f"SELECT COUNT(*) FROM {t}").get for t in ("sessions", "annotations", "events")}
+    raw.close()
+    conn = store.open_write_connection(StoreLocation(path))
+    assert schema.migrate(conn) == 0
+    assert {t: conn.execute(f"SELECT COUNT(*) FROM {t}").get for t in counts} == counts
+    assert conn.execute("PRAGMA integrity_check").get == "ok"
