@@ -1,0 +1,162 @@
+"""The broadcast hub: persisted events fanned out to listeners, in sequence order.
+
+Invariants:
+
+* `publish` never waits. Each subscriber has a small bounded buffer; one whose
+  buffer is full is cut off (its channel closes and `lagged` is set) instead of
+  slowing the writer or anyone else.
+* Nothing is lost by being cut off: every event is already in the `events`
+  table, and `follow` catches a lagged listener up from there by sequence,
+  then subscribes again.
+* Events go out strictly in sequence order, each once. When the next event is
+  not `last_published + 1`, the missing ones (committed by another process, or
+  by this one's reader before the writer got here) are read from the table and
+  published first; an event at or below `last_published` is dropped as a repeat.
+* Other processes' commits are noticed by `run_tail`, which polls
+  `PRAGMA data_version` on the read connection while anyone is subscribed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import trio
+
+from .models import Event
+
+ReadEvents = Callable[[int, int | None], list[Event]]
+"""`read(after, upto)`: persisted events with `after < sequence <= upto`, in order (a page of them)."""
+
+
+@dataclass(frozen=True, slots=True)
+class HubStatistics:
+    subscribers: int
+    published: int
+    lagged: int
+    last_published: int
+
+
+class Subscription:
+    """One listener's view of the hub: a bounded channel of events."""
+
+    def __init__(self, buffer: int) -> None:
+        self._send, self.receive = trio.open_memory_channel[Event](buffer)
+        self.lagged = False
+
+    def deliver(self, event: Event) -> bool:
+        try:
+            self._send.send_nowait(event)
+        except trio.WouldBlock:
+            self.lagged = True
+            self._send.close()
+            return False
+        except trio.BrokenResourceError:  # the listener already left
+            return False
+        return True
+
+    def close(self) -> None:
+        self._send.close()
+
+
+class Hub:
+    def __init__(self, read_events: ReadEvents, last_sequence: int, *, buffer: int = 256) -> None:
+        self._read_events = read_events
+        self._buffer = buffer
+        self._subscribers: set[Subscription] = set()
+        self._has_subscribers = trio.Event()
+        self.last_published = last_sequence
+        self._published = 0
+        self._lagged = 0
+
+    def statistics(self) -> HubStatistics:
+        return HubStatistics(len(self._subscribers), self._published, self._lagged, self.last_published)
+
+    def publish(self, events: Iterable[Event]) -> None:
+        """Hand committed events to every subscriber. Never blocks."""
+        for event in events:
+            if event.sequence <= self.last_published:
+                continue
+            if not self._subscribers:
+                # Nobody to deliver to: skip the table read for any gap.
+                self.last_published = event.sequence
+                self._published += 1
+                continue
+            if event.sequence > self.last_published + 1:
+                self._publish_from_table(upto=event.sequence - 1)
+            self._deliver(event)
+
+    def catch_up(self) -> None:
+        """Publish whatever the table holds beyond `last_published`."""
+        self._publish_from_table(upto=None)
+
+    def _publish_from_table(self, upto: int | None) -> None:
+        while True:
+            page = self._read_events(self.last_published, upto)
+            for event in page:
+                self._deliver(event)
+            if not page or (upto is not None and self.last_published >= upto):
+                return
+
+    def _deliver(self, event: Event) -> None:
+        self.last_published = event.sequence
+        self._published += 1
+        for sub in tuple(self._subscribers):
+            if not sub.deliver(event):
+                self._subscribers.discard(sub)
+                if sub.lagged:
+                    self._lagged += 1
+        if not self._subscribers:
+            self._has_subscribers = trio.Event()
+
+    @contextmanager
+    def subscribe(self) -> Iterator[Subscription]:
+        """Receive every event published from now on, until the block ends or the listener lags."""
+        sub = Subscription(self._buffer)
+        self._subscribers.add(sub)
+        self._has_subscribers.set()
+        try:
+            yield sub
+        finally:
+            self._subscribers.discard(sub)
+            sub.close()
+            sub.receive.close()
+            if not self._subscribers:
+                self._has_subscribers = trio.Event()
+
+    def backlog(self, after: int) -> Iterator[Event]:
+        """Persisted events with a sequence above `after`, read from the table page by page."""
+        while page := self._read_events(after, None):
+            yield from page
+            after = page[-1].sequence
+
+    async def follow(self, after: int) -> AsyncGenerator[Event, None]:
+        """Every event with a sequence above `after`, in order, each once, without end.
+
+        Subscribes first and reads the backlog second, so no commit falls
+        between the two; a lag sends it back to the table from its cursor.
+        """
+        cursor = after
+        while True:
+            with self.subscribe() as sub:
+                for event in self.backlog(cursor):
+                    yield event
+                    cursor = event.sequence
+                async for event in sub.receive:
+                    if event.sequence > cursor:
+                        yield event
+                        cursor = event.sequence
+            if not sub.lagged:
+                return
+
+    async def run_tail(self, data_version: Callable[[], int], *, interval: float = 0.005) -> None:
+        """Publish commits made by other processes; polls only while someone listens."""
+        seen = data_version()
+        while True:
+            await self._has_subscribers.wait()
+            await trio.sleep(interval)
+            version = data_version()
+            if version != seen:
+                seen = version
+                self.catch_up()

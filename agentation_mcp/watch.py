@@ -1,0 +1,103 @@
+"""`agentation_watch_annotations`: wait for new annotations and return them in a batch.
+
+The contract: annotations already pending are returned at once. Otherwise
+the call waits at most `timeout` seconds for a first new annotation; once one
+arrives it collects more until the batch window ends, then returns the ones
+still pending at that moment, all in one shape. Nothing is missed between the
+pending check and the wait: the hub subscription starts before the check.
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import aclosing
+from typing import Any
+
+import trio
+
+from .errors import SessionNotFound
+from .hub import Hub
+from .models import ANNOTATION_CREATED, JsonObject, agent_view
+from .store import StoreReader
+
+DEFAULT_BATCH_WINDOW = 10.0
+DEFAULT_TIMEOUT = 120.0
+
+
+def clamp(value: float | None, default: float, low: float, high: float) -> float:
+    if value is None or math.isnan(value):
+        return default
+    return min(max(value, low), high)
+
+
+def _batch(annotations: list[JsonObject]) -> JsonObject:
+    sessions = list(dict.fromkeys(a["sessionId"] for a in annotations))
+    return {
+        "timeout": False,
+        "count": len(annotations),
+        "sessions": sessions,
+        "annotations": [agent_view(a) for a in annotations],
+    }
+
+
+def _timed_out(timeout: float) -> JsonObject:
+    seconds: Any = int(timeout) if float(timeout).is_integer() else timeout
+    return {"timeout": True, "message": f"No new annotations within {seconds} seconds"}
+
+
+async def watch_annotations(
+    hub: Hub,
+    reader: StoreReader,
+    *,
+    session_id: str | None = None,
+    batch_window: float = DEFAULT_BATCH_WINDOW,
+    timeout: float = DEFAULT_TIMEOUT,
+) -> JsonObject:
+    """Return pending annotations now, or the next batch of new ones, or a timeout result.
+
+    `batch_window` and `timeout` are used as given; the caller clamps them.
+    Raises `SessionNotFound` for an unknown `session_id`.
+    """
+    if session_id is not None and not reader.session_exists(session_id):
+        raise SessionNotFound(session_id)
+    deadline = trio.current_time() + timeout
+    cursor = reader.last_sequence()
+    pending = reader.pending_annotations(session_id)
+    if pending:
+        return _batch(pending)
+
+    position = _Position(cursor)
+    while True:
+        collected: list[str] = []
+        with trio.move_on_at(deadline):
+            await _gather(hub, position, session_id, collected, first_only=True)
+        if not collected:
+            return _timed_out(timeout)
+        with trio.move_on_after(batch_window):
+            await _gather(hub, position, session_id, collected, first_only=False)
+        current = reader.annotations_by_id(collected)
+        still_pending = [current[i] for i in dict.fromkeys(collected) if current.get(i, {}).get("status") == "pending"]
+        if still_pending:
+            return _batch(still_pending)
+        if trio.current_time() >= deadline:
+            return _timed_out(timeout)
+
+
+class _Position:
+    """The last sequence a watch has seen; survives the cancelled waits that update it."""
+
+    def __init__(self, sequence: int) -> None:
+        self.sequence = sequence
+
+
+async def _gather(
+    hub: Hub, position: _Position, session_id: str | None, collected: list[str], *, first_only: bool
+) -> None:
+    """Append ids of newly created annotations to `collected`; returns after the first if asked."""
+    async with aclosing(hub.follow(position.sequence)) as events:
+        async for event in events:
+            position.sequence = event.sequence
+            if event.type == ANNOTATION_CREATED and (session_id is None or event.session_id == session_id):
+                collected.append(event.payload["id"])
+                if first_only:
+                    return

@@ -1,0 +1,149 @@
+"""The writer: the one task that writes the store.
+
+Invariants:
+
+* Only the writer task calls `store.apply`; callers send it commands through a
+  bounded mailbox and wait for their reply, so writes are serial by
+  construction and callers feel back-pressure when it is busy.
+* Group commit: the writer takes every command already queued (up to
+  `max_batch`) into one `BEGIN IMMEDIATE` transaction, each inside its own
+  SAVEPOINT, so one failing command is rolled back alone and one fsync
+  acknowledges them all.
+* The transaction is one synchronous function with no `await` in it, run on
+  the database thread (`trio.to_thread` with a limiter of one); cancellation
+  cannot split it, and the event loop keeps serving while SQLite fsyncs.
+* A reply means committed: callers get their result, and the hub the events,
+  only after COMMIT. A caller cancelled while waiting may still have had its
+  command committed.
+* Closing the writer lets it finish everything already queued, commit it and
+  return.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import outcome
+import trio
+
+from .commands import Command
+from .errors import StoreClosed
+from .hub import Hub
+from .models import Event
+from .store import Connection, commit_batch
+
+T = TypeVar("T")
+RunSync = Callable[[Callable[[], T]], Any]
+
+
+@dataclass(slots=True)
+class _Reply:
+    done: trio.Event = field(default_factory=trio.Event)
+    result: outcome.Outcome[Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Envelope:
+    command: Command
+    reply: _Reply
+
+
+@dataclass(frozen=True, slots=True)
+class WriterStatistics:
+    queued: int
+    commands: int
+    batches: int
+    largest_batch: int
+
+
+class Writer:
+    """The handle callers use: `await writer.submit(command)`."""
+
+    def __init__(self, send: trio.MemorySendChannel[_Envelope], receive: trio.MemoryReceiveChannel[_Envelope]):
+        self._send = send
+        self._receive = receive
+        self.commands = 0
+        self.batches = 0
+        self.largest_batch = 0
+
+    async def submit(self, command: Command) -> Any:
+        """Apply `command` and return its result once it is committed.
+
+        Raises the command's `AgentationError`, or `StoreClosed` after `close`.
+        """
+        reply = _Reply()
+        try:
+            await self._send.send(_Envelope(command, reply))
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            raise StoreClosed() from None
+        await reply.done.wait()
+        assert reply.result is not None
+        return reply.result.unwrap()
+
+    def close(self) -> None:
+        """Stop taking commands; those already queued are still committed."""
+        self._send.close()
+
+    def statistics(self) -> WriterStatistics:
+        return WriterStatistics(
+            self._send.statistics().current_buffer_used, self.commands, self.batches, self.largest_batch
+        )
+
+
+async def _in_thread(fn: Callable[[], T], limiter: trio.CapacityLimiter) -> T:
+    return await trio.to_thread.run_sync(fn, limiter=limiter)
+
+
+async def _inline(fn: Callable[[], T]) -> T:
+    return fn()
+
+
+async def run_writer(
+    conn: Connection,
+    hub: Hub,
+    *,
+    in_thread: bool = True,
+    mailbox: int = 64,
+    max_batch: int = 256,
+    task_status: trio.TaskStatus[Writer] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Own `conn` until the writer is closed; reports its `Writer` handle when ready.
+
+    `in_thread=False` runs transactions on the trio thread itself: for the
+    in-memory store, where there is no fsync to wait for, and for tests on
+    trio's virtual clock.
+    """
+    send, receive = trio.open_memory_channel[_Envelope](mailbox)
+    writer = Writer(send, receive)
+    limiter = trio.CapacityLimiter(1)
+    task_status.started(writer)
+    async with receive:
+        async for first in receive:
+            batch = [first]
+            while len(batch) < max_batch:
+                try:
+                    batch.append(receive.receive_nowait())
+                except (trio.WouldBlock, trio.EndOfChannel):
+                    break
+            commands = [envelope.command for envelope in batch]
+
+            def transaction(
+                commands: list[Command] = commands,
+            ) -> list[outcome.Outcome[tuple[Any, list[Event]]]]:
+                return commit_batch(conn, commands)
+
+            if in_thread:
+                results = await _in_thread(transaction, limiter)
+            else:
+                results = await _inline(transaction)
+            writer.commands += len(batch)
+            writer.batches += 1
+            writer.largest_batch = max(writer.largest_batch, len(batch))
+            for result in results:
+                if isinstance(result, outcome.Value):
+                    hub.publish(result.value[1])
+            for envelope, result in zip(batch, results, strict=True):
+                envelope.reply.result = outcome.Value(result.value[0]) if isinstance(result, outcome.Value) else result
+                envelope.reply.done.set()

@@ -1,0 +1,88 @@
+"""The hub: ordering, repeats, lag and catch-up from the table."""
+
+from __future__ import annotations
+
+from contextlib import aclosing
+
+import pytest
+import trio
+import trio.testing
+
+from agentation_mcp import store
+from agentation_mcp.commands import CreateSession
+from agentation_mcp.hub import Hub
+from agentation_mcp.models import Event
+
+from .conftest import Store, running_writer
+
+pytestmark = pytest.mark.anyio
+
+
+def commit_session(st: Store, n: int = 1) -> list[Event]:
+    """Write sessions straight to the table, as another process would."""
+    events: list[Event] = []
+    for i in range(n):
+        with st.conn:
+            _, pending = store.apply(st.conn, CreateSession(url=f"http://localhost:{4000 + i}/"))
+            events += store.append_events(st.conn, pending)
+    return events
+
+
+async def test_publish_fills_gaps_from_the_table_and_drops_repeats(opened: Store) -> None:
+    hub = opened.hub()
+    with hub.subscribe() as sub:
+        events = commit_session(opened, 3)
+        hub.publish([events[2]])  # 1 and 2 were committed "elsewhere"
+        hub.publish(events)  # repeats
+        received = [sub.receive.receive_nowait().sequence for _ in range(3)]
+        with pytest.raises(trio.WouldBlock):
+            sub.receive.receive_nowait()
+    assert received == [1, 2, 3]
+    assert hub.statistics().last_published == 3
+
+
+async def test_a_stuck_listener_is_cut_off_without_slowing_the_writer(opened: Store) -> None:
+    hub = Hub(opened.reader.events_after, 0, buffer=4)
+    async with running_writer(opened, hub) as writer:
+        with hub.subscribe() as stuck, hub.subscribe() as reader_sub, trio.fail_after(10):
+            seen: list[int] = []
+            for i in range(50):
+                await writer.submit(CreateSession(url=f"http://localhost:{i}/"))
+                seen.append(reader_sub.receive.receive_nowait().sequence)
+            assert stuck.lagged
+            assert not reader_sub.lagged
+            assert seen == list(range(1, 51))
+    assert hub.statistics().lagged == 1
+
+
+async def test_follow_catches_a_lagging_listener_up_in_order_exactly_once(opened: Store) -> None:
+    hub = Hub(opened.reader.events_after, 0, buffer=2)
+    commit_session(opened, 3)
+    hub.catch_up()
+    got: list[int] = []
+    async with running_writer(opened, hub) as writer:
+        with trio.fail_after(10):
+            async with aclosing(hub.follow(1)) as events:
+                first = await events.__anext__()
+                got.append(first.sequence)
+                for i in range(20):  # far more than the buffer while the listener is not reading
+                    await writer.submit(CreateSession(url=f"http://localhost:{i}/"))
+                async for event in events:
+                    got.append(event.sequence)
+                    if event.sequence == 23:
+                        break
+    assert got == list(range(2, 24))
+    assert hub.statistics().lagged >= 1
+
+
+async def test_tail_publishes_commits_of_another_connection(opened: Store) -> None:
+    hub = opened.hub()
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(hub.run_tail, opened.reader.data_version)
+            with hub.subscribe() as sub:
+                await trio.testing.wait_all_tasks_blocked()
+                commit_session(opened, 2)
+                assert (await sub.receive.receive()).sequence == 1
+                assert (await sub.receive.receive()).sequence == 2
+            nursery.cancel_scope.cancel()

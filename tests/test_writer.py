@@ -1,0 +1,103 @@
+"""The writer actor: group commit, savepoint isolation, replies after commit, drain on close."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+
+from agentation_mcp.commands import CreateAnnotation, CreateSession, UpdateAnnotation
+from agentation_mcp.errors import AnnotationNotFound, StoreClosed
+from agentation_mcp.writer import run_writer
+
+from .conftest import ANNOTATION, Store, running_writer
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.mark.parametrize("in_thread", [False, True])
+async def test_concurrent_submitters_share_batches_and_get_their_own_results(opened: Store, in_thread: bool) -> None:
+    hub = opened.hub()
+    results: dict[int, Any] = {}
+    async with running_writer(opened, hub, in_thread=in_thread) as writer:
+        session = await writer.submit(CreateSession(url="http://localhost:3000/"))
+        go = trio.Event()
+
+        async def submit(i: int) -> None:
+            await go.wait()
+            results[i] = await writer.submit(
+                CreateAnnotation.from_body(session["id"], {**ANNOTATION, "comment": f"note {i}"})
+            )
+
+        with trio.fail_after(20):
+            async with trio.open_nursery() as nursery:
+                for i in range(100):
+                    nursery.start_soon(submit, i)
+                await trio.testing.wait_all_tasks_blocked()
+                go.set()
+        stats = writer.statistics()
+    assert {i: r["comment"] for i, r in results.items()} == {i: f"note {i}" for i in range(100)}
+    assert stats.commands == 101
+    assert stats.batches < 101
+    assert stats.largest_batch > 1
+    sequences = [e.sequence for e in opened.reader.events_after(0)]
+    assert sequences == list(range(1, 102))
+
+
+async def test_a_failing_command_fails_alone_in_its_batch(opened: Store) -> None:
+    hub = opened.hub()
+    async with running_writer(opened, hub) as writer:
+        session = await writer.submit(CreateSession(url="http://localhost:3000/"))
+        outcomes: dict[str, Any] = {}
+
+        async def submit(name: str, command: Any) -> None:
+            try:
+                outcomes[name] = await writer.submit(command)
+            except AnnotationNotFound as exc:
+                outcomes[name] = exc
+
+        with trio.fail_after(5):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(submit, "before", CreateAnnotation.from_body(session["id"], ANNOTATION))
+                nursery.start_soon(submit, "bad", UpdateAnnotation("missing", {"status": "resolved"}))
+                nursery.start_soon(submit, "after", CreateAnnotation.from_body(session["id"], ANNOTATION))
+        assert writer.statistics().largest_batch == 3
+    assert isinstance(outcomes["bad"], AnnotationNotFound)
+    assert outcomes["before"]["id"] != outcomes["after"]["id"]
+    assert opened.conn.execute("SELECT COUNT(*) FROM annotations").get == 2
+    assert [e.sequence for e in opened.reader.events_after(0)] == [1, 2, 3]
+
+
+async def test_events_reach_subscribers_only_after_commit(opened: Store) -> None:
+    hub = opened.hub()
+    async with running_writer(opened, hub, in_thread=True) as writer:
+        with hub.subscribe() as sub:
+            result = await writer.submit(CreateSession(url="http://localhost:3000/"))
+            event = sub.receive.receive_nowait()
+    assert event.payload == result
+    # committed: a fresh read connection sees it
+    assert opened.reader.events_after(0)[0].sequence == event.sequence
+
+
+async def test_closing_drains_what_is_queued(opened: Store) -> None:
+    hub = opened.hub()
+    results: list[Any] = []
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            writer = await nursery.start(
+                lambda task_status: run_writer(opened.conn, hub, in_thread=False, task_status=task_status)
+            )
+
+            async def submit(i: int) -> None:
+                results.append(await writer.submit(CreateSession(url=f"http://localhost:{3000 + i}/")))
+
+            for i in range(5):
+                nursery.start_soon(submit, i)
+            await trio.testing.wait_all_tasks_blocked()
+            writer.close()
+    assert len(results) == 5
+    assert opened.conn.execute("SELECT COUNT(*) FROM sessions").get == 5
+    with pytest.raises(StoreClosed):
+        await writer.submit(CreateSession(url="http://localhost:1/"))
