@@ -1,0 +1,90 @@
+"""The command line: `agentation-mcp server|init|doctor|help`."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Sequence
+from functools import partial
+
+import trio
+
+from . import __version__
+from .config import parse_server_args
+from .errors import AgentationError, ConfigError
+
+USAGE = f"""\
+agentation-mcp {__version__}: the Agentation annotation server for AI coding agents
+
+Usage:
+  agentation-mcp server [options]   Serve the MCP tools on stdio (and the toolbar's HTTP API)
+  agentation-mcp init               Register the server with Claude Code
+  agentation-mcp doctor             Check the set-up and the running server
+  agentation-mcp help               Show this text (also --help, -h)
+
+Server options:
+  --port <port>      HTTP port (default 4747)
+  --host <address>   Interface to bind (default 127.0.0.1; or AGENTATION_HOST)
+  --mcp-only         Serve MCP on stdio only, no HTTP
+  --http-url <url>   Use the HTTP API of the server at <url> instead of the local store
+  --api-key <key>    Cloud mode API key (or AGENTATION_API_KEY)
+
+Environment:
+  AGENTATION_STORE=memory            Keep everything in memory, for this process only
+  AGENTATION_EVENT_RETENTION_DAYS    Days of event history kept (default 7, 0-3650)
+
+Register with Claude Code:
+  claude mcp add agentation -- agentation-mcp server
+"""
+
+log = logging.getLogger("agentation_mcp")
+
+
+def _configure_logging() -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+    for noisy in ("mcp", "httpx", "hypercorn"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _server(argv: Sequence[str]) -> int:
+    from . import service
+
+    try:
+        settings = parse_server_args(argv)
+        if settings.http_url is not None:
+            raise ConfigError(
+                "--http-url (tools using a remote server's HTTP API) is not available in this version yet."
+            )
+    except ConfigError as exc:
+        print(f"agentation-mcp server: {exc}", file=sys.stderr)  # noqa: T201
+        return 2
+    for warning in settings.warnings:
+        log.warning("[Config] %s", warning)
+    if settings.host is not None or settings.port != 4747 or settings.api_key:
+        log.warning("[HTTP] The HTTP API is not available in this version yet; serving MCP over stdio only.")
+    try:
+        trio.run(partial(service.serve, settings))
+    except AgentationError as exc:
+        print(f"agentation-mcp server: {exc}", file=sys.stderr)  # noqa: T201
+        return 1
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    _configure_logging()
+    command = args[0] if args else "help"
+    if command in ("help", "--help", "-h"):
+        sys.stdout.write(USAGE)
+        return 0
+    if command == "server":
+        return _server(args[1:])
+    if command in ("init", "doctor"):
+        print(f"agentation-mcp {command} is not available in this version yet.", file=sys.stderr)  # noqa: T201
+        return 1
+    print(f"Unknown command: {command}\nRun 'agentation-mcp help' for usage information.", file=sys.stderr)  # noqa: T201
+    return 1

@@ -1,0 +1,134 @@
+"""Settings from the command line and the environment, checked with clear messages."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import ConfigError
+
+DEFAULT_PORT = 4747
+DEFAULT_RETENTION_DAYS = 7
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything `agentation-mcp server` needs to run."""
+
+    port: int = DEFAULT_PORT
+    host: str | None = None  # None: loopback only
+    mcp_only: bool = False
+    http_url: str | None = None  # set: the tools use that server's HTTP API
+    api_key: str | None = None
+    store_in_memory: bool = False
+    store_path: Path = field(default_factory=lambda: Path.home() / ".agentation" / "store.db")
+    event_retention_days: int = DEFAULT_RETENTION_DAYS
+    event_log: Path | None = None  # diagnostics: every event this process's hub publishes
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def bind_host(self) -> str:
+        return self.host or "127.0.0.1"
+
+
+_INT = re.compile(r"^\d+$")
+
+
+def int_from_env(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> tuple[int, str | None]:
+    """An integer setting; an unusable value keeps the default and says why."""
+    raw = env.get(name)
+    if raw is None or not raw.strip():
+        return default, None
+    text = raw.strip()
+    if not _INT.match(text) or not low <= int(text) <= high:
+        return default, (f"{name}={raw!r} is not a whole number from {low} to {high}; using the default {default}.")
+    return int(text), None
+
+
+def _port(value: str | None) -> int:
+    if value is None:
+        raise ConfigError("--port needs a value: a port number from 1 to 65535.")
+    if not value.isdigit() or not 0 < int(value) < 65536:
+        raise ConfigError(f"--port must be a port number from 1 to 65535 (got {value!r}).")
+    return int(value)
+
+
+def _host(value: str) -> str:
+    host = value.strip()
+    if not host:
+        raise ConfigError("--host needs an address, such as 127.0.0.1 or 0.0.0.0.")
+    bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if bare != "localhost":
+        try:
+            ipaddress.ip_address(bare)
+        except ValueError:
+            if not re.fullmatch(r"[A-Za-z0-9.-]+", bare):
+                raise ConfigError(f"--host must be an IP address or a host name (got {value!r}).") from None
+    return host
+
+
+def _http_url(value: str | None) -> str:
+    if not value:
+        raise ConfigError("--http-url needs a URL, such as http://localhost:4747.")
+    if not re.match(r"^https?://[^/?#\s]+", value):
+        raise ConfigError(f"--http-url must be an http:// or https:// URL (got {value!r}).")
+    return value.rstrip("/")
+
+
+def parse_server_args(argv: Sequence[str], env: Mapping[str, str] | None = None) -> Settings:
+    """The settings for `agentation-mcp server <argv>`; raises `ConfigError` on bad input."""
+    env = os.environ if env is None else env
+    port = DEFAULT_PORT
+    host: str | None = None
+    env_host = env.get("AGENTATION_HOST", "").strip()
+    if env_host:
+        host = _host(env_host)
+    mcp_only = False
+    http_url: str | None = None
+    api_key = env.get("AGENTATION_API_KEY") or None
+    args = list(argv)
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        name, eq, inline = arg.partition("=")
+        value = inline if eq else (args[i + 1] if i + 1 < len(args) else None)
+        takes_value = name in ("--port", "--host", "--http-url", "--api-key")
+        if takes_value and not eq:
+            i += 1
+        if name == "--port":
+            port = _port(value)
+        elif name == "--host":
+            host = _host(value or "")
+        elif name == "--http-url":
+            http_url = _http_url(value)
+        elif name == "--api-key":
+            if not value:
+                raise ConfigError("--api-key needs a key.")
+            api_key = value
+        elif arg == "--mcp-only":
+            mcp_only = True
+        else:
+            raise ConfigError(f"Unknown option for 'server': {arg!r}. Run 'agentation-mcp help' for the options.")
+        i += 1
+
+    warnings: list[str] = []
+    retention, warning = int_from_env(env, "AGENTATION_EVENT_RETENTION_DAYS", DEFAULT_RETENTION_DAYS, 0, 3650)
+    if warning:
+        warnings.append(warning)
+    home = Path(env["HOME"]) if env.get("HOME") else Path.home()
+    return Settings(
+        port=port,
+        host=host,
+        mcp_only=mcp_only,
+        http_url=http_url,
+        api_key=api_key,
+        store_in_memory=env.get("AGENTATION_STORE") == "memory",
+        store_path=home / ".agentation" / "store.db",
+        event_retention_days=retention,
+        event_log=Path(env["AGENTATION_EVENT_LOG"]) if env.get("AGENTATION_EVENT_LOG") else None,
+        warnings=tuple(warnings),
+    )

@@ -1,0 +1,309 @@
+"""The nine MCP tools, served by `mcp`'s low-level server inside our trio nursery.
+
+Tool names, input property names and types, `required` lists, result texts
+(2-space indented JSON) and error texts match the reference; descriptions are
+our own. Each result also carries the same data as structured content. Tools
+read through the store reader and write through the writer, so a tool's
+reply means its change is committed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import mcp_types as types
+from mcp.server.context import ServerRequestContext
+from mcp.server.lowlevel.server import Server
+
+from . import __version__
+from .commands import AddThreadMessage, NewThreadMessage, UpdateAnnotation
+from .errors import AgentationError, AnnotationNotFound
+from .hub import Hub
+from .models import JsonObject, agent_view, session_summary, to_json
+from .store import StoreReader
+from .watch import DEFAULT_BATCH_WINDOW, DEFAULT_TIMEOUT, clamp, watch_annotations
+from .writer import Writer
+
+Handler = Callable[[Mapping[str, Any]], Awaitable[JsonObject]]
+
+
+@dataclass(frozen=True, slots=True)
+class ToolSpec:
+    name: str
+    description: str
+    properties: dict[str, tuple[str, str]]  # name -> (JSON type, description)
+    required: tuple[str, ...]
+    hints: types.ToolAnnotations
+
+    def to_tool(self) -> types.Tool:
+        return types.Tool(
+            name=self.name,
+            description=self.description,
+            input_schema={
+                "type": "object",
+                "properties": {n: {"type": t, "description": d} for n, (t, d) in self.properties.items()},
+                "required": list(self.required),
+            },
+            annotations=self.hints,
+        )
+
+
+_READ = types.ToolAnnotations(read_only_hint=True, open_world_hint=False)
+_MARK = types.ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=True, open_world_hint=False)
+_ADD = types.ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=False)
+
+_KINDS = (
+    'Every annotation has a `kind`: "feedback" (a comment on an element, the default), "placement" '
+    '(a design component the user placed on the page) or "rearrange" (a section the user moved or '
+    "resized); placement and rearrange annotations carry their layout data."
+)
+_SOURCE = "When `sourceFile` is present it names the file and line that rendered the element: start there."
+
+SPECS: tuple[ToolSpec, ...] = (
+    ToolSpec("agentation_list_sessions", "List every annotation session (one per annotated page).", {}, (), _READ),
+    ToolSpec(
+        "agentation_get_session",
+        "Get one session and every annotation in it, whatever its status.",
+        {"sessionId": ("string", "Id of the session to fetch")},
+        ("sessionId",),
+        _READ,
+    ),
+    ToolSpec(
+        "agentation_get_pending",
+        f"Get the annotations of one session that are still pending (nobody has acknowledged, resolved or "
+        f"dismissed them yet). {_KINDS} {_SOURCE}",
+        {"sessionId": ("string", "Id of the session whose pending annotations to list")},
+        ("sessionId",),
+        _READ,
+    ),
+    ToolSpec(
+        "agentation_get_all_pending",
+        f"Get the pending annotations of all sessions at once, feedback, placements and rearrangements alike. "
+        f"{_KINDS} {_SOURCE}",
+        {},
+        (),
+        _READ,
+    ),
+    ToolSpec(
+        "agentation_acknowledge",
+        "Mark an annotation as acknowledged, telling the person you have seen it and are working on it.",
+        {"annotationId": ("string", "Id of the annotation to acknowledge")},
+        ("annotationId",),
+        _MARK,
+    ),
+    ToolSpec(
+        "agentation_resolve",
+        "Mark an annotation as resolved once you have made the change it asks for; its marker then leaves "
+        "the person's page. Add a short summary of what you changed. Resolve only what the person accepted.",
+        {
+            "annotationId": ("string", "Id of the annotation to resolve"),
+            "summary": ("string", "Optional: what you changed, added to the annotation's thread"),
+        },
+        ("annotationId",),
+        _ADD,
+    ),
+    ToolSpec(
+        "agentation_dismiss",
+        "Dismiss an annotation you have decided not to act on, and say why; its marker then leaves the person's page.",
+        {
+            "annotationId": ("string", "Id of the annotation to dismiss"),
+            "reason": ("string", "Why it is not being addressed, added to the annotation's thread"),
+        },
+        ("annotationId", "reason"),
+        _ADD,
+    ),
+    ToolSpec(
+        "agentation_reply",
+        "Add a message to an annotation's thread: ask the person a question or tell them how it is going.",
+        {
+            "annotationId": ("string", "Id of the annotation to reply on"),
+            "message": ("string", "The text of the reply"),
+        },
+        ("annotationId", "message"),
+        _ADD,
+    ),
+    ToolSpec(
+        "agentation_watch_annotations",
+        "Wait for the person to annotate in the browser and return the new annotations as one batch. "
+        "Annotations already pending are returned at once; otherwise it waits up to timeoutSeconds for a "
+        "first new one, then keeps collecting for batchWindowSeconds before returning. All kinds are "
+        "included (feedback, placement, rearrange). Call it in a loop for hands-free work; after each fix "
+        "call agentation_resolve with the annotation's id and a summary, and resolve only what the person "
+        "accepted: if they reject a change, leave the annotation open.",
+        {
+            "sessionId": ("string", "Optional: watch only this session (default: every session)"),
+            "batchWindowSeconds": (
+                "number",
+                "Seconds to keep collecting after the first new annotation (default 10, from 1 to 60)",
+            ),
+            "timeoutSeconds": (
+                "number",
+                "Longest wait, in seconds, for a first new annotation (default 120, from 1 to 300)",
+            ),
+        },
+        (),
+        types.ToolAnnotations(read_only_hint=True, open_world_hint=False),
+    ),
+)
+SPEC_BY_NAME = {spec.name: spec for spec in SPECS}
+
+
+def _js_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    return "object"
+
+
+def argument_issues(spec: ToolSpec, arguments: Mapping[str, Any]) -> list[JsonObject]:
+    """Problems with `arguments`, in the shape the reference reports them."""
+    issues: list[JsonObject] = []
+    for name, (expected, _) in spec.properties.items():
+        if name not in arguments:
+            if name in spec.required:
+                issues.append(
+                    {
+                        "code": "invalid_type",
+                        "expected": expected,
+                        "received": "undefined",
+                        "path": [name],
+                        "message": "Required",
+                    }
+                )
+            continue
+        received = _js_type(arguments[name])
+        if received != expected:
+            issues.append(
+                {
+                    "code": "invalid_type",
+                    "expected": expected,
+                    "received": received,
+                    "path": [name],
+                    "message": f"Expected {expected}, received {received}",
+                }
+            )
+    return issues
+
+
+def _text_result(data: JsonObject) -> types.CallToolResult:
+    return types.CallToolResult(
+        content=[types.TextContent(type="text", text=to_json(data, indent=2))], structured_content=data
+    )
+
+
+def _error_result(text: str) -> types.CallToolResult:
+    return types.CallToolResult(content=[types.TextContent(type="text", text=text)], is_error=True)
+
+
+def build_handlers(writer: Writer, hub: Hub, reader: StoreReader) -> dict[str, Handler]:
+    """The tools' behaviour, keyed by name; arguments are already type-checked."""
+
+    async def list_sessions(args: Mapping[str, Any]) -> JsonObject:
+        return {"sessions": [session_summary(s) for s in reader.list_sessions()]}
+
+    async def get_session(args: Mapping[str, Any]) -> JsonObject:
+        return reader.get_session(args["sessionId"])
+
+    async def get_pending(args: Mapping[str, Any]) -> JsonObject:
+        pending = reader.pending_annotations(args["sessionId"])
+        return {"count": len(pending), "annotations": [agent_view(a) for a in pending]}
+
+    async def get_all_pending(args: Mapping[str, Any]) -> JsonObject:
+        pending = reader.pending_annotations(None)
+        return {"count": len(pending), "annotations": [agent_view(a) for a in pending]}
+
+    async def acknowledge(args: Mapping[str, Any]) -> JsonObject:
+        await writer.submit(UpdateAnnotation(args["annotationId"], {"status": "acknowledged"}))
+        return {"acknowledged": True, "annotationId": args["annotationId"]}
+
+    async def resolve(args: Mapping[str, Any]) -> JsonObject:
+        summary = args.get("summary")
+        message = NewThreadMessage("agent", f"Resolved: {summary}") if summary else None
+        await writer.submit(
+            UpdateAnnotation(args["annotationId"], {"status": "resolved", "resolvedBy": "agent"}, message=message)
+        )
+        out: JsonObject = {"resolved": True, "annotationId": args["annotationId"]}
+        if summary is not None:
+            out["summary"] = summary
+        return out
+
+    async def dismiss(args: Mapping[str, Any]) -> JsonObject:
+        message = NewThreadMessage("agent", f"Dismissed: {args['reason']}")
+        await writer.submit(
+            UpdateAnnotation(args["annotationId"], {"status": "dismissed", "resolvedBy": "agent"}, message=message)
+        )
+        return {"dismissed": True, "annotationId": args["annotationId"], "reason": args["reason"]}
+
+    async def reply(args: Mapping[str, Any]) -> JsonObject:
+        if not args["message"]:
+            reader.get_annotation(args["annotationId"])  # an unknown id is the clearer error
+            raise AgentationError("message must not be empty.")
+        await writer.submit(AddThreadMessage(args["annotationId"], NewThreadMessage("agent", args["message"])))
+        return {"replied": True, "annotationId": args["annotationId"], "message": args["message"]}
+
+    async def watch(args: Mapping[str, Any]) -> JsonObject:
+        return await watch_annotations(
+            hub,
+            reader,
+            session_id=args.get("sessionId"),
+            batch_window=clamp(args.get("batchWindowSeconds"), DEFAULT_BATCH_WINDOW, 1, 60),
+            timeout=clamp(args.get("timeoutSeconds"), DEFAULT_TIMEOUT, 1, 300),
+        )
+
+    return {
+        "agentation_list_sessions": list_sessions,
+        "agentation_get_session": get_session,
+        "agentation_get_pending": get_pending,
+        "agentation_get_all_pending": get_all_pending,
+        "agentation_acknowledge": acknowledge,
+        "agentation_resolve": resolve,
+        "agentation_dismiss": dismiss,
+        "agentation_reply": reply,
+        "agentation_watch_annotations": watch,
+    }
+
+
+async def call_tool(
+    handlers: Mapping[str, Handler], name: str, arguments: Mapping[str, Any] | None
+) -> types.CallToolResult:
+    """Run one tool call and turn its outcome into a tool result (errors included)."""
+    spec = SPEC_BY_NAME.get(name)
+    handler = handlers.get(name)
+    if spec is None or handler is None:
+        return _error_result(f"Unknown tool: {name}")
+    args = arguments or {}
+    issues = argument_issues(spec, args)
+    if issues:
+        return _error_result(json.dumps(issues, indent=2))
+    try:
+        return _text_result(await handler(args))
+    except AnnotationNotFound as exc:
+        return _error_result(f"Annotation not found: {exc.item_id}")
+    except AgentationError as exc:
+        return _error_result(str(exc))
+
+
+def build_mcp_server(writer: Writer, hub: Hub, reader: StoreReader) -> Server[Any]:
+    """A fresh MCP server with the nine tools; one per stdio or HTTP session is fine."""
+    handlers = build_handlers(writer, hub, reader)
+    tools = [spec.to_tool() for spec in SPECS]
+
+    async def on_list_tools(
+        ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
+    ) -> types.ListToolsResult:
+        return types.ListToolsResult(tools=tools)
+
+    async def on_call_tool(ctx: ServerRequestContext[Any], params: types.CallToolRequestParams) -> types.CallToolResult:
+        return await call_tool(handlers, params.name, params.arguments)
+
+    return Server("agentation", version=__version__, on_list_tools=on_list_tools, on_call_tool=on_call_tool)

@@ -1,0 +1,120 @@
+"""The composition root: opens the store, starts the writer and the front ends.
+
+    trio.run(serve)
+    └── store nursery: the writer (started once the schema is migrated)
+        └── front-end nursery: MCP over stdio, the hub's cross-process tail,
+            the signal watcher
+
+stdin EOF, SIGTERM or SIGINT cancel the front ends; the writer is then
+closed, commits what is queued, and the connections are closed.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from collections.abc import Awaitable, Callable
+from functools import partial
+from pathlib import Path
+
+import trio
+
+from . import schema, store
+from .config import Settings
+from .hub import Hub
+from .mcp_tools import build_mcp_server
+from .models import Event, to_json
+from .stdio import serve_stdio
+from .store import StoreLocation, StoreReader
+from .writer import Writer, run_writer
+
+log = logging.getLogger("agentation_mcp")
+
+
+async def _cancel_on_signal(
+    scope: trio.CancelScope, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+) -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        task_status.started()
+        async for signum in signals:
+            log.info("[MCP] %s received, shutting down", signal.Signals(signum).name)
+            scope.cancel()
+            return
+
+
+async def _log_events(hub: Hub, path: Path, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    """Append every event the hub publishes to `path`, one JSON line each (AGENTATION_EVENT_LOG).
+
+    A plain subscriber, so the file shows exactly what listeners receive; a
+    lag is written as its own line and the log resumes from the table.
+    """
+
+    def line(event: Event) -> str:
+        return to_json({"sequence": event.sequence, "type": event.type, "sessionId": event.session_id}) + "\n"
+
+    with path.open("a", encoding="utf-8") as out:
+        after = hub.last_published
+        while True:
+            with hub.subscribe() as sub:
+                task_status.started()
+                task_status = trio.TASK_STATUS_IGNORED
+                for event in hub.backlog(after):
+                    out.write(line(event))
+                    after = event.sequence
+                async for event in sub.receive:
+                    if event.sequence > after:
+                        out.write(line(event))
+                        out.flush()
+                        after = event.sequence
+            out.write(to_json({"lagged": after}) + "\n")
+
+
+async def serve(
+    settings: Settings,
+    *,
+    front_end: Callable[[Writer, Hub, StoreReader], Awaitable[None]] | None = None,
+) -> None:
+    """Run the server until stdin closes or a signal arrives.
+
+    `front_end` replaces MCP over stdio (tests drive the store this way).
+    """
+    location = StoreLocation.memory() if settings.store_in_memory else StoreLocation(settings.store_path)
+    write_conn = store.open_write_connection(location)
+    read_conn = None
+    try:
+        schema.migrate(write_conn)
+        if location.in_memory:
+            log.info("[Store] Using in-memory store (AGENTATION_STORE=memory)")
+        else:
+            pruned = store.prune_events(write_conn, settings.event_retention_days)
+            log.info(
+                "[Store] Using SQLite store (%s)%s",
+                location.path,
+                f", pruned {pruned} old events" if pruned else "",
+            )
+        read_conn = store.open_read_connection(location)
+        reader = StoreReader(read_conn)
+        hub = Hub(reader.events_after, reader.last_sequence())
+        async with trio.open_nursery() as store_nursery:
+            writer: Writer = await store_nursery.start(
+                partial(run_writer, write_conn, hub, in_thread=not location.in_memory)
+            )
+            try:
+                async with trio.open_nursery() as front:
+                    await front.start(_cancel_on_signal, front.cancel_scope)
+                    if not location.in_memory:
+                        front.start_soon(hub.run_tail, reader.data_version)
+                    if settings.event_log is not None:
+                        await front.start(_log_events, hub, settings.event_log)
+                    if front_end is not None:
+                        await front_end(writer, hub, reader)
+                    else:
+                        log.info("[MCP] Agentation MCP server started on stdio")
+                        await serve_stdio(build_mcp_server(writer, hub, reader))
+                    front.cancel_scope.cancel()
+            finally:
+                writer.close()
+    finally:
+        if read_conn is not None:
+            read_conn.close()
+        write_conn.close()

@@ -1,0 +1,242 @@
+"""The real `agentation-mcp server` process, driven by the `mcp` SDK's stdio client."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from agentation_mcp import schema, store
+from agentation_mcp.commands import Command, CreateAnnotation, CreateSession
+from agentation_mcp.store import StoreLocation
+
+from .conftest import ANNOTATION, mcp_client, tool_json, tool_text
+
+pytestmark = pytest.mark.anyio
+
+EXPECTED_SCHEMAS = {
+    "agentation_list_sessions": ({}, []),
+    "agentation_get_session": ({"sessionId": "string"}, ["sessionId"]),
+    "agentation_get_pending": ({"sessionId": "string"}, ["sessionId"]),
+    "agentation_get_all_pending": ({}, []),
+    "agentation_acknowledge": ({"annotationId": "string"}, ["annotationId"]),
+    "agentation_resolve": ({"annotationId": "string", "summary": "string"}, ["annotationId"]),
+    "agentation_dismiss": ({"annotationId": "string", "reason": "string"}, ["annotationId", "reason"]),
+    "agentation_reply": ({"annotationId": "string", "message": "string"}, ["annotationId", "message"]),
+    "agentation_watch_annotations": (
+        {"sessionId": "string", "batchWindowSeconds": "number", "timeoutSeconds": "number"},
+        [],
+    ),
+}
+
+
+def write(home: Path, command: Command) -> Any:
+    """Commit one command to the store file from this (another) process."""
+    conn = store.open_write_connection(StoreLocation(home / ".agentation" / "store.db"))
+    try:
+        schema.migrate(conn)
+        with conn:
+            result, pending = store.apply(conn, command)
+            store.append_events(conn, pending)
+        return result
+    finally:
+        conn.close()
+
+
+async def test_tools_list_matches_the_reference_schemas(tmp_path: Path) -> None:
+    with trio.fail_after(30):
+        async with mcp_client(tmp_path) as client:
+            tools = (await client.list_tools()).tools
+    assert [t.name for t in tools] == list(EXPECTED_SCHEMAS)
+    for tool in tools:
+        properties, required = EXPECTED_SCHEMAS[tool.name]
+        assert tool.input_schema["type"] == "object"
+        assert {k: v["type"] for k, v in tool.input_schema["properties"].items()} == properties
+        assert tool.input_schema["required"] == required
+        assert all(v["description"] for v in tool.input_schema["properties"].values())
+        assert tool.description
+        assert tool.annotations is not None
+    by_name = {t.name: t for t in tools}
+    assert by_name["agentation_get_all_pending"].annotations.read_only_hint is True  # type: ignore[union-attr]
+    assert by_name["agentation_acknowledge"].annotations.idempotent_hint is True  # type: ignore[union-attr]
+    assert "sourceFile" in (by_name["agentation_get_pending"].description or "")
+    assert "placement" in (by_name["agentation_get_all_pending"].description or "")
+
+
+async def test_every_tool_against_a_real_store(tmp_path: Path) -> None:
+    session = write(tmp_path, CreateSession(url="http://localhost:3000/app", project_id="p"))
+    sid = session["id"]
+    feedback = write(
+        tmp_path,
+        CreateAnnotation.from_body(
+            sid,
+            {**ANNOTATION, "sourceFile": "src/a.tsx:3", "attributes": {"role": "button"}, "intent": "change"},
+        ),
+    )
+    placement = write(
+        tmp_path,
+        CreateAnnotation.from_body(
+            sid,
+            {
+                **ANNOTATION,
+                "timestamp": ANNOTATION["timestamp"] + 1,
+                "kind": "placement",
+                "placement": {"componentType": "Card"},
+            },
+        ),
+    )
+    with trio.fail_after(60):
+        async with mcp_client(tmp_path) as client:
+            listed = await client.call_tool("agentation_list_sessions", {})
+            assert tool_text(listed) == json.dumps(
+                {
+                    "sessions": [
+                        {
+                            "id": sid,
+                            "url": "http://localhost:3000/app",
+                            "status": "active",
+                            "createdAt": session["createdAt"],
+                        }
+                    ]
+                },
+                indent=2,
+            )
+            assert listed.structured_content == json.loads(tool_text(listed))
+
+            got = tool_json(await client.call_tool("agentation_get_session", {"sessionId": sid}))
+            assert got["projectId"] == "p"
+            assert [a["id"] for a in got["annotations"]] == [feedback["id"], placement["id"]]
+
+            pending = tool_json(await client.call_tool("agentation_get_pending", {"sessionId": sid}))
+            assert pending["count"] == 2
+            first = pending["annotations"][0]
+            assert list(first) == [
+                "id", "kind", "comment", "element", "elementPath", "url", "intent", "severity",
+                "timestamp", "nearbyText", "reactComponents", "sourceFile", "attributes",
+            ]  # fmt: skip
+            assert first["sourceFile"] == "src/a.tsx:3"
+            assert first["url"] is None
+            assert pending["annotations"][1]["placement"] == {"componentType": "Card"}
+            assert tool_json(await client.call_tool("agentation_get_all_pending", {})) == pending
+            assert tool_json(await client.call_tool("agentation_get_pending", {"sessionId": "nope"})) == {
+                "count": 0,
+                "annotations": [],
+            }
+
+            watched = tool_json(await client.call_tool("agentation_watch_annotations", {"sessionId": sid}))
+            assert watched == {
+                "timeout": False,
+                "count": 2,
+                "sessions": [sid],
+                "annotations": pending["annotations"],
+            }
+
+            fid, pid = feedback["id"], placement["id"]
+            assert tool_json(await client.call_tool("agentation_acknowledge", {"annotationId": fid})) == {
+                "acknowledged": True,
+                "annotationId": fid,
+            }
+            assert tool_json(await client.call_tool("agentation_reply", {"annotationId": fid, "message": "On it"})) == {
+                "replied": True,
+                "annotationId": fid,
+                "message": "On it",
+            }
+            resolved = await client.call_tool("agentation_resolve", {"annotationId": fid, "summary": "Made it blue"})
+            assert tool_text(resolved) == json.dumps(
+                {"resolved": True, "annotationId": fid, "summary": "Made it blue"}, indent=2
+            )
+            assert tool_json(
+                await client.call_tool("agentation_dismiss", {"annotationId": pid, "reason": "Not now"})
+            ) == {
+                "dismissed": True,
+                "annotationId": pid,
+                "reason": "Not now",
+            }
+            after = tool_json(await client.call_tool("agentation_get_session", {"sessionId": sid}))
+    done = {a["id"]: a for a in after["annotations"]}
+    assert done[fid]["status"] == "resolved"
+    assert done[fid]["resolvedBy"] == "agent"
+    assert done[fid]["resolvedAt"] is not None
+    assert [(m["role"], m["content"]) for m in done[fid]["thread"]] == [
+        ("agent", "On it"),
+        ("agent", "Resolved: Made it blue"),
+    ]
+    assert done[pid]["status"] == "dismissed"
+    assert done[pid]["thread"][0]["content"] == "Dismissed: Not now"
+
+
+def _zod(path: str, expected: str, received: str) -> str:
+    message = "Required" if received == "undefined" else f"Expected {expected}, received {received}"
+    return json.dumps(
+        [
+            {
+                "code": "invalid_type",
+                "expected": expected,
+                "received": received,
+                "path": [path],
+                "message": message,
+            }
+        ],
+        indent=2,
+    )
+
+
+async def test_error_texts_match_the_reference(tmp_path: Path) -> None:
+    cases: list[tuple[str, dict[str, Any] | None, str]] = [
+        ("agentation_get_session", {"sessionId": "nope"}, "Session not found: nope"),
+        ("agentation_acknowledge", {"annotationId": "nope"}, "Annotation not found: nope"),
+        ("agentation_resolve", {"annotationId": "nope", "summary": "s"}, "Annotation not found: nope"),
+        ("agentation_dismiss", {"annotationId": "nope", "reason": "r"}, "Annotation not found: nope"),
+        ("agentation_reply", {"annotationId": "nope", "message": "m"}, "Annotation not found: nope"),
+        ("agentation_unknown_tool", {}, "Unknown tool: agentation_unknown_tool"),
+        ("agentation_get_session", {}, _zod("sessionId", "string", "undefined")),
+        ("agentation_dismiss", {"annotationId": "x"}, _zod("reason", "string", "undefined")),
+        ("agentation_get_pending", {"sessionId": 5}, _zod("sessionId", "string", "number")),
+        (
+            "agentation_watch_annotations",
+            {"batchWindowSeconds": "5"},
+            _zod("batchWindowSeconds", "number", "string"),
+        ),
+        ("agentation_watch_annotations", {"sessionId": "nope"}, "Session not found: nope"),
+    ]
+    with trio.fail_after(30):
+        async with mcp_client(tmp_path) as client:
+            for name, args, text in cases:
+                result = await client.call_tool(name, args)
+                assert result.is_error, name
+                assert tool_text(result) == text
+
+
+async def test_watch_wakes_on_a_commit_from_another_process(tmp_path: Path) -> None:
+    session = write(tmp_path, CreateSession(url="http://localhost:3000/"))
+    with trio.fail_after(30):
+        async with mcp_client(tmp_path) as client:
+            result: dict[str, Any] = {}
+
+            async def watch() -> None:
+                args = {"batchWindowSeconds": 1, "timeoutSeconds": 20}
+                result.update(tool_json(await client.call_tool("agentation_watch_annotations", args)))
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(watch)
+                await trio.sleep(0.5)  # let the watch subscribe; its correctness does not depend on this
+                created = write(tmp_path, CreateAnnotation.from_body(session["id"], ANNOTATION))
+    assert result["timeout"] is False
+    assert [a["id"] for a in result["annotations"]] == [created["id"]]
+
+
+async def test_watch_without_arguments_times_out_cleanly(tmp_path: Path) -> None:
+    with trio.fail_after(30):
+        async with mcp_client(tmp_path) as client:
+            result = await client.call_tool("agentation_watch_annotations", {"timeoutSeconds": 0.2})
+    assert tool_json(result) == {"timeout": True, "message": "No new annotations within 1 seconds"}
+
+
+async def test_memory_store_serves_the_tools(tmp_path: Path) -> None:
+    with trio.fail_after(30):
+        async with mcp_client(tmp_path, AGENTATION_STORE="memory") as client:
+            assert tool_json(await client.call_tool("agentation_list_sessions", {})) == {"sessions": []}
+    assert not (tmp_path / ".agentation" / "store.db").exists()
