@@ -427,9 +427,7 @@ async def run_sequential(session: ClientSession, tool: str, args_for: ArgsFor, c
     return phase
 
 
-async def run_concurrent(
-    session: ClientSession, tool: str, args_for: ArgsFor, callers: int, calls: int
-) -> Phase:
+async def run_concurrent(session: ClientSession, tool: str, args_for: ArgsFor, callers: int, calls: int) -> Phase:
     phase = Phase()
     next_index = iter(range(calls))
 
