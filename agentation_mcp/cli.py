@@ -64,8 +64,8 @@ def _server(argv: Sequence[str]) -> int:
         return 2
     for warning in settings.warnings:
         log.warning("[Config] %s", warning)
-    if settings.host is not None or settings.port != 4747 or settings.api_key:
-        log.warning("[HTTP] The HTTP API is not available in this version yet; serving MCP over stdio only.")
+    if settings.api_key:
+        log.warning("[HTTP] Cloud mode (--api-key) is not available in this version yet; serving the local store.")
     try:
         trio.run(partial(service.serve, settings))
     except AgentationError as exc:

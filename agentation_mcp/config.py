@@ -9,10 +9,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .access import is_loopback_name, parse_cors_origins
 from .errors import ConfigError
 
 DEFAULT_PORT = 4747
 DEFAULT_RETENTION_DAYS = 7
+DEFAULT_MAX_BODY = 1024 * 1024
+DEFAULT_CLOUD_URL = "https://agentation-mcp-cloud.vercel.app/api"
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +31,11 @@ class Settings:
     store_path: Path = field(default_factory=lambda: Path.home() / ".agentation" / "store.db")
     event_retention_days: int = DEFAULT_RETENTION_DAYS
     event_log: Path | None = None  # diagnostics: every event this process's hub publishes
+    cors_any: bool = False
+    cors_origins: frozenset[str] = frozenset()
+    access_key: str | None = None
+    max_body_bytes: int = DEFAULT_MAX_BODY
+    cloud_url: str = DEFAULT_CLOUD_URL
     warnings: tuple[str, ...] = ()
 
     @property
@@ -119,6 +127,18 @@ def parse_server_args(argv: Sequence[str], env: Mapping[str, str] | None = None)
     retention, warning = int_from_env(env, "AGENTATION_EVENT_RETENTION_DAYS", DEFAULT_RETENTION_DAYS, 0, 3650)
     if warning:
         warnings.append(warning)
+    max_body, warning = int_from_env(env, "AGENTATION_MAX_BODY_BYTES", DEFAULT_MAX_BODY, 1024, 1 << 30)
+    if warning:
+        warnings.append(warning)
+    cors_any, cors_origins = parse_cors_origins(env.get("AGENTATION_CORS_ORIGINS"))
+    access_key = env.get("AGENTATION_ACCESS_KEY") or None
+    if host is not None and not is_loopback_name(host) and not mcp_only and access_key is None:
+        raise ConfigError(
+            f"Binding to {host} would expose the server beyond this machine, so it needs an access key: "
+            "set AGENTATION_ACCESS_KEY to a secret that clients send in the x-api-key header "
+            "(remote MCP clients: --api-key), or bind 127.0.0.1."
+        )
+    cloud_url = (env.get("AGENTATION_CLOUD_URL") or DEFAULT_CLOUD_URL).rstrip("/")
     home = Path(env["HOME"]) if env.get("HOME") else Path.home()
     return Settings(
         port=port,
@@ -130,5 +150,10 @@ def parse_server_args(argv: Sequence[str], env: Mapping[str, str] | None = None)
         store_path=home / ".agentation" / "store.db",
         event_retention_days=retention,
         event_log=Path(env["AGENTATION_EVENT_LOG"]) if env.get("AGENTATION_EVENT_LOG") else None,
+        cors_any=cors_any,
+        cors_origins=cors_origins,
+        access_key=access_key,
+        max_body_bytes=max_body,
+        cloud_url=cloud_url,
         warnings=tuple(warnings),
     )

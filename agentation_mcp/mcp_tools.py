@@ -17,6 +17,8 @@ from typing import Any
 import mcp_types as types
 from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel.server import Server
+from mcp.server.streamable_http_manager import StreamableHTTPASGIApp, StreamableHTTPSessionManager
+from mcp.server.transport_security import TransportSecuritySettings
 
 from . import __version__
 from .commands import AddThreadMessage, NewThreadMessage, UpdateAnnotation
@@ -307,3 +309,21 @@ def build_mcp_server(writer: Writer, hub: Hub, reader: StoreReader) -> Server[An
         return await call_tool(handlers, params.name, params.arguments)
 
     return Server("agentation", version=__version__, on_list_tools=on_list_tools, on_call_tool=on_call_tool)
+
+
+def build_http_mcp(
+    writer: Writer, hub: Hub, reader: StoreReader, *, idle_timeout: float = 30 * 60
+) -> tuple[StreamableHTTPASGIApp, StreamableHTTPSessionManager]:
+    """The `/mcp` endpoint: the same tools over Streamable HTTP.
+
+    Returns the ASGI app and its session manager, whose `run()` must be
+    entered in the server's nursery. Host and Origin are checked by the HTTP
+    API before a request gets here; sessions idle for `idle_timeout` seconds
+    are closed.
+    """
+    manager = StreamableHTTPSessionManager(
+        app=build_mcp_server(writer, hub, reader),
+        security_settings=TransportSecuritySettings(enable_dns_rebinding_protection=False),
+        session_idle_timeout=idle_timeout,
+    )
+    return StreamableHTTPASGIApp(manager), manager

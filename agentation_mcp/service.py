@@ -20,9 +20,12 @@ from pathlib import Path
 import trio
 
 from . import schema, store
+from .access import AccessPolicy
 from .config import Settings
+from .http_api import HttpApi, HttpOptions
+from .http_server import serve_http
 from .hub import Hub
-from .mcp_tools import build_mcp_server
+from .mcp_tools import build_http_mcp, build_mcp_server
 from .models import Event, to_json
 from .stdio import serve_stdio
 from .store import StoreLocation, StoreReader
@@ -69,6 +72,22 @@ async def _log_events(hub: Hub, path: Path, task_status: trio.TaskStatus[None] =
             out.write(to_json({"lagged": after}) + "\n")
 
 
+async def _run_http(settings: Settings, writer: Writer, hub: Hub, reader: StoreReader) -> None:
+    """The toolbar's HTTP API, SSE and `/mcp` on one port (or waiting for it)."""
+    policy = AccessPolicy(
+        bind_host=settings.bind_host,
+        any_origin=settings.cors_any,
+        extra_origins=settings.cors_origins,
+        access_key=settings.access_key,
+    )
+    mcp_app, manager = build_http_mcp(writer, hub, reader)
+    options = HttpOptions(policy=policy, max_body=settings.max_body_bytes, mcp_app=mcp_app)
+    app = HttpApi(writer, hub, reader, options)
+    suffix = " (remote access enabled)" if policy.remote else ""
+    async with manager.run():
+        await serve_http(app, settings.bind_host, settings.port, suffix=suffix)
+
+
 async def serve(
     settings: Settings,
     *,
@@ -106,6 +125,8 @@ async def serve(
                         front.start_soon(hub.run_tail, reader.data_version)
                     if settings.event_log is not None:
                         await front.start(_log_events, hub, settings.event_log)
+                    if not settings.mcp_only:
+                        front.start_soon(_run_http, settings, writer, hub, reader)
                     if front_end is not None:
                         await front_end(writer, hub, reader)
                     else:

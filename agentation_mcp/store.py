@@ -477,6 +477,10 @@ class StoreReader:
     def session_exists(self, session_id: str) -> bool:
         return session_exists(self.conn, session_id)
 
+    def session_url(self, session_id: str) -> str | None:
+        value = self.conn.execute("SELECT url FROM sessions WHERE id = ?", (session_id,)).get
+        return value if isinstance(value, str) else None
+
     def get_annotation(self, annotation_id: str) -> JsonObject:
         return get_annotation(self.conn, annotation_id)
 

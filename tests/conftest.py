@@ -124,3 +124,67 @@ def tool_text(result: Any) -> str:
 def tool_json(result: Any) -> Any:
     assert not result.is_error, tool_text(result)
     return json.loads(tool_text(result))
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class ServerProcess:
+    """A real `agentation-mcp server` process with its stdin held open; stderr is collected."""
+
+    def __init__(self, home: Path, *args: str, port: int | None = None, env: dict[str, str] | None = None) -> None:
+        import subprocess
+        import threading
+
+        self.home = home
+        self.port = free_port() if port is None else port
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.lines: list[str] = []
+        self.listening = threading.Event()
+        self.exited = threading.Event()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "agentation_mcp", "server", "--port", str(self.port), *args],
+            env=server_env(home, **(env or {})),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        threading.Thread(target=self._collect, daemon=True).start()
+
+    def _collect(self) -> None:
+        assert self.proc.stderr is not None
+        for raw in self.proc.stderr:
+            line = raw.decode("utf-8", "replace")
+            self.lines.append(line)
+            if "[HTTP] Agentation server listening" in line:
+                self.listening.set()
+        self.exited.set()
+
+    def wait_listening(self, timeout: float = 20) -> ServerProcess:
+        if not self.listening.wait(timeout):
+            raise AssertionError("server did not listen:\n" + "".join(self.lines))
+        return self
+
+    def stop(self, timeout: float = 10) -> int:
+        if self.proc.stdin is not None and not self.proc.stdin.closed:
+            self.proc.stdin.close()
+        code = self.proc.wait(timeout)
+        self.exited.wait(timeout)
+        return code
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait(10)
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[ServerProcess]:
+    proc = ServerProcess(tmp_path / "home").wait_listening()
+    yield proc
+    proc.stop()

@@ -10,7 +10,8 @@ import agentation_mcp
 PACKAGE = Path(agentation_mcp.__file__).parent
 ALLOWED: dict[str, set[str]] = {
     "errors": set(),
-    "config": {"errors"},
+    "access": {"errors"},
+    "config": {"access", "errors"},
     "models": set(),
     "commands": {"errors", "models"},
     "schema": {"errors"},
@@ -18,12 +19,33 @@ ALLOWED: dict[str, set[str]] = {
     "hub": {"models"},
     "writer": {"store", "hub", "commands", "errors", "models"},
     "watch": {"errors", "hub", "models", "store"},
+    "sse": {"models"},
     "mcp_tools": {"commands", "errors", "hub", "models", "store", "watch", "writer"},
     "stdio": set(),
-    "service": {"config", "schema", "store", "hub", "models", "mcp_tools", "stdio", "writer"},
+    "http_api": {"access", "commands", "errors", "hub", "models", "sse", "store", "writer"},
+    "http_server": set(),
+    "service": {
+        "access",
+        "config",
+        "schema",
+        "store",
+        "hub",
+        "models",
+        "mcp_tools",
+        "stdio",
+        "writer",
+        "http_api",
+        "http_server",
+    },
     "cli": {"config", "errors", "service"},
 }
-ONLY = {"apsw": {"schema", "store"}, "mcp": {"mcp_tools", "stdio"}, "mcp_types": {"mcp_tools"}}
+ONLY = {
+    "apsw": {"schema", "store"},
+    "mcp": {"mcp_tools", "stdio"},
+    "mcp_types": {"mcp_tools"},
+    "hypercorn": {"http_server"},
+    "starlette": set(),
+}
 
 
 def _imports(module: str) -> tuple[set[str], set[str]]:
