@@ -147,6 +147,7 @@ class ServerProcess:
         self.url = f"http://127.0.0.1:{self.port}"
         self.lines: list[str] = []
         self.listening = threading.Event()
+        self.port_taken = threading.Event()
         self.exited = threading.Event()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "agentation_mcp", "server", "--port", str(self.port), *args],
@@ -164,6 +165,8 @@ class ServerProcess:
             self.lines.append(line)
             if "[HTTP] Agentation server listening" in line:
                 self.listening.set()
+            if "already in use" in line:
+                self.port_taken.set()
         self.exited.set()
 
     def wait_listening(self, timeout: float = 20) -> ServerProcess:
