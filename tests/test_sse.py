@@ -72,13 +72,6 @@ async def stream(url: str, headers: dict[str, str] | None = None) -> AsyncIterat
         yield Stream(response)
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> AsyncIterator[ServerProcess]:
-    proc = ServerProcess(tmp_path / "home").wait_listening()
-    yield proc  # type: ignore[misc]
-    proc.stop()
-
-
 async def post(client: httpx2.AsyncClient, path: str, body: dict[str, Any]) -> Any:
     response = await client.post(path, json=body)
     assert response.status_code in (200, 201), response.text
