@@ -36,6 +36,7 @@ class Settings:
     access_key: str | None = None
     max_body_bytes: int = DEFAULT_MAX_BODY
     cloud_url: str = DEFAULT_CLOUD_URL
+    mcp_idle_seconds: int = 30 * 60
     warnings: tuple[str, ...] = ()
 
     @property
@@ -130,6 +131,9 @@ def parse_server_args(argv: Sequence[str], env: Mapping[str, str] | None = None)
     max_body, warning = int_from_env(env, "AGENTATION_MAX_BODY_BYTES", DEFAULT_MAX_BODY, 1024, 1 << 30)
     if warning:
         warnings.append(warning)
+    mcp_idle, warning = int_from_env(env, "AGENTATION_MCP_IDLE_SECONDS", 30 * 60, 1, 7 * 24 * 3600)
+    if warning:
+        warnings.append(warning)
     cors_any, cors_origins = parse_cors_origins(env.get("AGENTATION_CORS_ORIGINS"))
     access_key = env.get("AGENTATION_ACCESS_KEY") or None
     if host is not None and not is_loopback_name(host) and not mcp_only and access_key is None:
@@ -155,5 +159,6 @@ def parse_server_args(argv: Sequence[str], env: Mapping[str, str] | None = None)
         access_key=access_key,
         max_body_bytes=max_body,
         cloud_url=cloud_url,
+        mcp_idle_seconds=mcp_idle,
         warnings=tuple(warnings),
     )

@@ -80,7 +80,7 @@ async def _run_http(settings: Settings, writer: Writer, hub: Hub, reader: StoreR
         extra_origins=settings.cors_origins,
         access_key=settings.access_key,
     )
-    mcp_app, manager = build_http_mcp(writer, hub, reader)
+    mcp_app, manager = build_http_mcp(writer, hub, reader, idle_timeout=settings.mcp_idle_seconds)
     options = HttpOptions(policy=policy, max_body=settings.max_body_bytes, mcp_app=mcp_app)
     app = HttpApi(writer, hub, reader, options)
     suffix = " (remote access enabled)" if policy.remote else ""

@@ -265,3 +265,27 @@ async def test_the_second_server_takes_the_port_over_and_replay_misses_nothing(t
         for proc in (owner, waiting):
             if proc.proc.poll() is None:
                 proc.stop()
+
+
+async def test_idle_mcp_sessions_expire(tmp_path: Path) -> None:
+    proc = ServerProcess(tmp_path / "home", env={"AGENTATION_MCP_IDLE_SECONDS": "1"}).wait_listening()
+    headers = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
+    initialize = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}},
+    }
+    ping = {"jsonrpc": "2.0", "id": 2, "method": "ping"}
+    try:
+        with trio.fail_after(30):
+            async with httpx2.AsyncClient(base_url=proc.url, headers=headers) as api:
+                opened = await api.post("/mcp", json=initialize)
+                assert opened.status_code == 200
+                session = {"mcp-session-id": opened.headers["mcp-session-id"], "mcp-protocol-version": "2025-06-18"}
+                assert (await api.post("/mcp", json=ping, headers=session)).status_code == 200
+                await trio.sleep(2.5)  # longer than the configured idle time, on purpose
+                expired = await api.post("/mcp", json=ping, headers=session)
+        assert expired.status_code == 404
+    finally:
+        proc.stop()
