@@ -24,6 +24,8 @@ ALLOWED: dict[str, set[str]] = {
     "stdio": set(),
     "http_api": {"access", "commands", "errors", "hub", "models", "sse", "store", "writer"},
     "http_server": set(),
+    "webhooks": {"models"},
+    "cloud": {"models"},
     "service": {
         "access",
         "config",
@@ -44,6 +46,7 @@ ONLY = {
     "mcp": {"mcp_tools", "stdio"},
     "mcp_types": {"mcp_tools"},
     "hypercorn": {"http_server"},
+    "httpx2": {"webhooks", "cloud"},
     "starlette": set(),
 }
 
