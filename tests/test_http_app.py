@@ -63,10 +63,10 @@ async def test_sse_sends_a_ping_every_30_seconds_and_stops_on_disconnect(opened:
                 await writer.submit(CreateSession(url="http://localhost:3000/"))
                 await trio.sleep(30)
                 disconnect.set()
-    bodies = [bytes(m["body"]) for m in sent if m["type"] == "http.response.body"]
-    assert bodies[1] == b": ping\n\n"
-    assert bodies[2].startswith(b"event: session.created\nid: 1\n")
-    assert bodies[3] == b": ping\n\n"
-    assert len(bodies) == 4
+    frames = [bytes(m["body"]) for m in sent if m["type"] == "http.response.body"]
+    assert frames[1] == b": ping\n\n"
+    assert frames[2].startswith(b"event: session.created\nid: 1\n")
+    assert frames[3] == b": ping\n\n"
+    assert len(frames) == 4
     assert sent[0]["status"] == 200
     assert app.status()["activeListeners"] == 0
