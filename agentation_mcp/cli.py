@@ -46,7 +46,7 @@ def _configure_logging() -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.INFO)
-    for noisy in ("mcp", "httpx", "hypercorn"):
+    for noisy in ("mcp", "httpx", "httpx2", "hypercorn"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
@@ -64,8 +64,6 @@ def _server(argv: Sequence[str]) -> int:
         return 2
     for warning in settings.warnings:
         log.warning("[Config] %s", warning)
-    if settings.api_key:
-        log.warning("[HTTP] Cloud mode (--api-key) is not available in this version yet; serving the local store.")
     try:
         trio.run(partial(service.serve, settings))
     except AgentationError as exc:

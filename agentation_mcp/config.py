@@ -10,12 +10,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .access import is_loopback_name, parse_cors_origins
+from .cloud import DEFAULT_CLOUD_URL, cloud_base_url
 from .errors import ConfigError
+from .webhooks import WebhookSettings, webhook_settings_from_env
 
 DEFAULT_PORT = 4747
 DEFAULT_RETENTION_DAYS = 7
 DEFAULT_MAX_BODY = 1024 * 1024
-DEFAULT_CLOUD_URL = "https://agentation-mcp-cloud.vercel.app/api"
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +38,7 @@ class Settings:
     max_body_bytes: int = DEFAULT_MAX_BODY
     cloud_url: str = DEFAULT_CLOUD_URL
     mcp_idle_seconds: int = 30 * 60
+    webhooks: WebhookSettings = field(default_factory=WebhookSettings)
     warnings: tuple[str, ...] = ()
 
     @property
@@ -142,7 +144,12 @@ def parse_server_args(argv: Sequence[str], env: Mapping[str, str] | None = None)
             "set AGENTATION_ACCESS_KEY to a secret that clients send in the x-api-key header "
             "(remote MCP clients: --api-key), or bind 127.0.0.1."
         )
-    cloud_url = (env.get("AGENTATION_CLOUD_URL") or DEFAULT_CLOUD_URL).rstrip("/")
+    try:
+        cloud_url = cloud_base_url(env)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    webhooks, webhook_warnings = webhook_settings_from_env(env)
+    warnings += webhook_warnings
     home = Path(env["HOME"]) if env.get("HOME") else Path.home()
     return Settings(
         port=port,
@@ -160,5 +167,6 @@ def parse_server_args(argv: Sequence[str], env: Mapping[str, str] | None = None)
         max_body_bytes=max_body,
         cloud_url=cloud_url,
         mcp_idle_seconds=mcp_idle,
+        webhooks=webhooks,
         warnings=tuple(warnings),
     )

@@ -45,8 +45,8 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 AsgiApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 Headers = list[tuple[bytes, bytes]]
-CloudProxy = Callable[[str, str, str | None, bytes, Send, Headers], Awaitable[None]]
-"""`proxy(method, path_and_query, content_type, body, send, cors_headers)`."""
+CloudProxy = Callable[[str, str, str | None, bytes, Send, Headers, Receive], Awaitable[None]]
+"""`proxy(method, path_and_query, content_type, body, send, cors_headers, receive)`."""
 
 DEFAULT_MAX_BODY = 1024 * 1024
 
@@ -178,7 +178,7 @@ class HttpApi:
             query = scope.get("query_string", b"").decode("latin-1")
             body = await self._read_body(receive, headers) if method not in ("GET", "HEAD") else b""
             target = path + (f"?{query}" if query else "")
-            await self.options.cloud_proxy(method, target, headers.get("content-type"), body, send, cors)
+            await self.options.cloud_proxy(method, target, headers.get("content-type"), body, send, cors, receive)
             return
         parts = path.split("/")[1:]
         if "" in parts:

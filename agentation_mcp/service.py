@@ -17,18 +17,21 @@ from collections.abc import Awaitable, Callable
 from functools import partial
 from pathlib import Path
 
+import httpx2
 import trio
 
 from . import schema, store
 from .access import AccessPolicy
+from .cloud import proxy
 from .config import Settings
-from .http_api import HttpApi, HttpOptions
+from .http_api import Headers, HttpApi, HttpOptions, Receive, Send
 from .http_server import serve_http
 from .hub import Hub
 from .mcp_tools import build_http_mcp, build_mcp_server
 from .models import Event, to_json
 from .stdio import serve_stdio
 from .store import StoreLocation, StoreReader
+from .webhooks import Webhooks
 from .writer import Writer, run_writer
 
 log = logging.getLogger("agentation_mcp")
@@ -81,11 +84,39 @@ async def _run_http(settings: Settings, writer: Writer, hub: Hub, reader: StoreR
         access_key=settings.access_key,
     )
     mcp_app, manager = build_http_mcp(writer, hub, reader, idle_timeout=settings.mcp_idle_seconds)
-    options = HttpOptions(policy=policy, max_body=settings.max_body_bytes, mcp_app=mcp_app)
-    app = HttpApi(writer, hub, reader, options)
-    suffix = " (remote access enabled)" if policy.remote else ""
-    async with manager.run():
+    suffix = (" (cloud mode)" if settings.api_key else "") + (" (remote access enabled)" if policy.remote else "")
+    async with (
+        Webhooks.open(settings.webhooks) as webhooks,
+        httpx2.AsyncClient(timeout=httpx2.Timeout(None, connect=10)) as cloud_client,
+        manager.run(),
+    ):
+        options = HttpOptions(
+            policy=policy,
+            max_body=settings.max_body_bytes,
+            mcp_app=mcp_app,
+            cloud=settings.api_key is not None,
+            webhook_count=len(webhooks.urls),
+            fire_webhooks=webhooks.fire,
+        )
+        if settings.api_key is not None:
+            options.cloud_proxy = partial(_proxy_to_cloud, cloud_client, settings.cloud_url, settings.api_key)
+        app = HttpApi(writer, hub, reader, options)
         await serve_http(app, settings.bind_host, settings.port, suffix=suffix)
+
+
+async def _proxy_to_cloud(
+    client: httpx2.AsyncClient,
+    base_url: str,
+    api_key: str,
+    method: str,
+    target: str,
+    content_type: str | None,
+    body: bytes,
+    send: Send,
+    headers: Headers,
+    receive: Receive,
+) -> None:
+    await proxy(client, base_url, api_key, method, target, content_type, body, send, headers, receive=receive)
 
 
 async def serve(

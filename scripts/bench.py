@@ -16,14 +16,35 @@ What it measures (figures only; nothing is asserted):
 3. Start-up time: from spawning `agentation-mcp server` to the answer to the
    first `tools/list` (after `initialize`); median of several runs.
 4. Peak RSS (VmHWM from /proc/<pid>/status) of the server after the latency runs.
-5. When `node` is on PATH and the npm reference is installed (default
-   /work/ref/node_modules/agentation-mcp/dist/cli.js, or env AGENTATION_REF_CLI),
-   the same measurements 1, 3 and 4 against the reference, started as
-   `node <cli.js> server --port <free port>` with its data created over its HTTP
-   API. Runs alternate ours/reference (A/B/A/B) and ours/ref ratios of the
-   medians are printed. The reference does not exit when its stdin closes (its
-   HTTP server keeps it alive), so it is sent SIGTERM by pid after each run
-   instead of waiting out the SDK's grace period.
+5. The toolbar's HTTP API (127.0.0.1, HTTP/1.1 keep-alive, `httpx2.AsyncClient`
+   under trio with a connection pool as large as the number of clients):
+   requests/s and p50/p99 latency of `GET /pending` (20 annotations pending),
+   `POST /sessions/:id/annotations` and `PATCH /annotations/:id` at 1, 8 and
+   64 concurrent clients, a fixed number of requests per level. Also the
+   server's CPU time per request.
+6. SSE delivery latency: 1, 10 and 100 listeners stream
+   `GET /sessions/:id/events`; PATCHes of one annotation of that session are
+   sent one at a time, each only once every listener has received the frame of
+   the previous one. For each (event, listener) pair: the time from the PATCH
+   response (and from the PATCH request's start) to the moment the listener's
+   task parsed the frame, matched by its `id:` line. The listeners run in this
+   process, so their receipt times include trio's scheduling of up to 100
+   reading tasks; a negative time means the frame was parsed before the PATCH
+   response was.
+7. `agentation_watch_annotations` (sessionId of a fresh session,
+   batchWindowSeconds 1, timeoutSeconds 30) called over stdio on the same
+   process that serves HTTP; ~0.3 s later an annotation is POSTed over HTTP.
+   Reports the time from the POST's response to the watch result, with nothing
+   subtracted: it includes the 1 s batch window, which is printed next to it.
+
+When `node` is on PATH and the npm reference is installed (default
+/work/ref/node_modules/agentation-mcp/dist/cli.js, or env AGENTATION_REF_CLI),
+measurements 1 and 3-7 are also taken against the reference, started as
+`node <cli.js> server --port <free port>` (our server gets `--port` too for
+5-7) with its data created over its HTTP API. Runs alternate ours/reference
+(A/B/A/B) and ours/ref ratios of the medians are printed. The reference does
+not exit when its stdin closes (its HTTP server keeps it alive), so it is sent
+SIGTERM by pid after each run instead of waiting out the SDK's grace period.
 
 Every server gets a fresh temporary HOME (so a fresh ~/.agentation/store.db);
 servers' stderr goes to log files in a temporary folder, removed at the end.
@@ -54,11 +75,12 @@ import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
 from typing import Any, TextIO
 
+import httpx2
 import trio
 from mcp.client.session import ClientSession
 from mcp.client.stdio import StdioServerParameters, stdio_client
@@ -85,6 +107,9 @@ CALL_TIMEOUT = 30.0
 PHASE_TIMEOUT = 90.0
 HTTP_TIMEOUT = 5.0
 WRITER_TIMEOUT = 120.0
+SSE_CONNECT_TIMEOUT = 30.0  # for all listeners of a level to get `: connected`
+SSE_EVENT_TIMEOUT = 10.0  # for every listener to get one event's frame
+WATCH_TIMEOUT = 40.0  # for one watch call (its own timeoutSeconds is 30)
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +122,12 @@ class Counts:
     writer_ops: int  # commands per writer-throughput level
     writer_annotations: int  # annotations the writer's commands are spread over
     startup_runs: int  # start-ups per server
-    rounds: int  # A/B rounds of latency runs
+    rounds: int  # A/B rounds of latency, HTTP, SSE and watch runs
+    http_requests: tuple[int, ...]  # requests per HTTP level (HTTP_LEVELS), per route
+    http_warmup: int  # unmeasured sequential requests per route before its levels
+    sse_events: int  # measured events per SSE level
+    sse_warmup: int  # unmeasured events per SSE level
+    watch_runs: int  # measured watch calls per run (after one unmeasured)
 
 
 FULL = Counts(
@@ -110,6 +140,11 @@ FULL = Counts(
     writer_annotations=64,
     startup_runs=7,
     rounds=2,
+    http_requests=(400, 800, 1280),
+    http_warmup=20,
+    sse_events=50,
+    sse_warmup=3,
+    watch_runs=5,
 )
 QUICK = Counts(
     sequential=40,
@@ -121,8 +156,18 @@ QUICK = Counts(
     writer_annotations=16,
     startup_runs=3,
     rounds=1,
+    http_requests=(100, 200, 320),
+    http_warmup=5,
+    sse_events=15,
+    sse_warmup=2,
+    watch_runs=2,
 )
 WRITER_LEVELS = (1, 8, 64)
+HTTP_LEVELS = (1, 8, 64)
+SSE_LEVELS = (1, 10, 100)
+SSE_GAP = 0.005  # seconds between one event's last receipt and the next PATCH
+WATCH_BATCH_WINDOW = 1  # batchWindowSeconds of the watch calls (the minimum)
+WATCH_SETTLE = 0.3  # seconds between calling the watch and POSTing the annotation
 
 
 # --- small helpers --------------------------------------------------------------
@@ -142,7 +187,8 @@ def median(values: Sequence[float]) -> float:
 
 
 def ratio(ours: float, ref: float) -> float:
-    if math.isnan(ours) or math.isnan(ref) or ref == 0:
+    """ours / ref; NaN when either is unknown or the ratio would mean nothing (ref <= 0 or ours < 0)."""
+    if math.isnan(ours) or math.isnan(ref) or ref <= 0 or ours < 0:
         return math.nan
     return ours / ref
 
@@ -578,6 +624,374 @@ async def startup_once(target: Target, workdir: Path, run_no: int) -> float:
         return time.perf_counter() - start
 
 
+# --- 5-7. the HTTP API: shared pieces -----------------------------------------------
+
+
+def http_client(base: str, connections: int, *, read_timeout: float | None = HTTP_TIMEOUT) -> httpx2.AsyncClient:
+    """A client for `base` with a pool of `connections` kept-alive connections; no proxies from the environment."""
+    limits = httpx2.Limits(max_connections=connections, max_keepalive_connections=connections)
+    timeout = httpx2.Timeout(HTTP_TIMEOUT, read=read_timeout)
+    return httpx2.AsyncClient(base_url=base, limits=limits, timeout=timeout, trust_env=False)
+
+
+async def wait_http_ready(client: httpx2.AsyncClient) -> None:
+    with trio.fail_after(SPAWN_TIMEOUT):
+        while True:
+            try:
+                if (await client.get("/health")).status_code == 200:
+                    return
+            except httpx2.TransportError:
+                pass
+            await trio.sleep(0.02)
+
+
+def expect_json(response: httpx2.Response, status: int) -> Any:
+    if response.status_code != status:
+        raise RuntimeError(f"{response.request.method} {response.request.url.path}: HTTP {response.status_code}")
+    return response.json()
+
+
+async def create_over_http(client: httpx2.AsyncClient, count: int) -> tuple[str, list[str]]:
+    """A new session and `count` annotations in it, over the HTTP API; their ids."""
+    with trio.fail_after(PHASE_TIMEOUT):
+        session = expect_json(await client.post("/sessions", json={"url": SESSION_URL}), 201)
+        ids: list[str] = []
+        for i in range(count):
+            response = await client.post(f"/sessions/{session['id']}/annotations", json=annotation_body(i))
+            ids.append(expect_json(response, 201)["id"])
+    return session["id"], ids
+
+
+@asynccontextmanager
+async def http_server(
+    target: Target, workdir: Path, workload: str, run_no: int
+) -> AsyncIterator[tuple[ClientSession, int | None, str, Path]]:
+    """A server on a free port serving MCP on stdio and the HTTP API, once /health answers.
+
+    Yields the MCP session, the server's pid (when found), the HTTP base URL and the log path.
+    """
+    home = workdir / f"{target.name}-{workload}-{run_no}"
+    home.mkdir(parents=True)
+    port = free_port()
+    log_path = workdir / "logs" / f"{target.name}-{workload}-{run_no}.log"
+    base = f"http://127.0.0.1:{port}"
+    async with mcp_session(replace(target, takes_port=True), home, port, log_path) as (session, pid):
+        async with http_client(base, 1) as client:
+            await wait_http_ready(client)
+        yield session, pid, base, log_path
+
+
+def note_error(phase: Phase, detail: str) -> None:
+    phase.errors += 1
+    if not phase.first_error:
+        phase.first_error = detail[:200]
+
+
+# --- 5. HTTP requests/s and latency -------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class HttpRequest:
+    method: str
+    path: str
+    body: dict[str, Any] | None
+    status: int  # the status that counts as success
+
+
+RequestFor = Callable[[int], HttpRequest]
+
+
+@dataclass(slots=True)
+class HttpRun:
+    target: str
+    phases: dict[tuple[str, int], Phase]  # (route, clients) -> phase
+    log_path: Path
+
+
+def http_plan(session_id: str, ids: list[str]) -> list[tuple[str, RequestFor]]:
+    """(route, request i): `GET /pending` first, so it always sees the same pending annotations."""
+
+    def pending(i: int) -> HttpRequest:
+        return HttpRequest("GET", "/pending", None, 200)
+
+    def create(i: int) -> HttpRequest:
+        return HttpRequest("POST", f"/sessions/{session_id}/annotations", annotation_body(i), 201)
+
+    def patch(i: int) -> HttpRequest:
+        return HttpRequest("PATCH", f"/annotations/{ids[i % len(ids)]}", {"comment": f"Edited ({i})"}, 200)
+
+    return [("GET /pending", pending), ("POST annotation", create), ("PATCH annotation", patch)]
+
+
+async def timed_request(client: httpx2.AsyncClient, request: HttpRequest, phase: Phase) -> None:
+    start = time.perf_counter()
+    try:
+        with trio.fail_after(HTTP_TIMEOUT * 2):
+            response = await client.request(request.method, request.path, json=request.body)
+    except (httpx2.HTTPError, trio.TooSlowError) as exc:
+        note_error(phase, f"{request.method} {request.path}: {exc!r}")
+        return
+    if response.status_code != request.status:
+        note_error(phase, f"{request.method} {request.path}: HTTP {response.status_code} {response.text}")
+        return
+    phase.latencies_ms.append((time.perf_counter() - start) * 1000)
+
+
+async def open_connections(client: httpx2.AsyncClient, count: int) -> None:
+    """Fill the pool: `count` concurrent `GET /health` requests open `count` connections."""
+    with trio.fail_after(PHASE_TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            for _ in range(count):
+                nursery.start_soon(client.get, "/health")
+
+
+async def run_http_level(
+    client: httpx2.AsyncClient, request_for: RequestFor, clients: int, first: int, total: int
+) -> Phase:
+    phase = Phase()
+    next_index = iter(range(first, first + total))
+
+    async def worker() -> None:
+        for i in next_index:
+            await timed_request(client, request_for(i), phase)
+
+    start = time.perf_counter()
+    with trio.fail_after(PHASE_TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            for _ in range(clients):
+                nursery.start_soon(worker)
+    phase.wall_s = time.perf_counter() - start
+    return phase
+
+
+async def http_run(target: Target, counts: Counts, workdir: Path, run_no: int) -> HttpRun:
+    phases: dict[tuple[str, int], Phase] = {}
+    async with http_server(target, workdir, "http", run_no) as (_, pid, base, log_path):
+        async with http_client(base, 1) as client:
+            session_id, ids = await create_over_http(client, counts.annotations)
+        index = counts.annotations  # request numbers go on across levels: distinct bodies and comments
+        for route, request_for in http_plan(session_id, ids):
+            async with http_client(base, 1) as client:  # warm-up, not measured
+                await run_http_level(client, request_for, 1, index, counts.http_warmup)
+            index += counts.http_warmup
+            for clients, total in zip(HTTP_LEVELS, counts.http_requests, strict=True):
+                async with http_client(base, clients) as client:
+                    await open_connections(client, clients)
+                    server_cpu, client_cpu = cpu_seconds(pid), time.process_time()
+                    phase = await run_http_level(client, request_for, clients, index, total)
+                    phase.server_cpu_s = cpu_seconds(pid) - server_cpu
+                    phase.client_cpu_s = time.process_time() - client_cpu
+                index += total
+                phases[route, clients] = phase
+    return HttpRun(target.name, phases, log_path)
+
+
+# --- 6. SSE delivery latency ----------------------------------------------------------
+
+
+@dataclass(slots=True)
+class SseRun:
+    target: str
+    listeners: int
+    events: int = 0  # measured events delivered to every listener
+    from_response_ms: list[float] = field(default_factory=list)  # per (event, listener)
+    from_start_ms: list[float] = field(default_factory=list)  # per (event, listener)
+    patch_ms: list[float] = field(default_factory=list)  # per event
+    errors: int = 0
+    first_error: str = ""
+
+
+class SseProgress:
+    """How many listeners are connected, and how many have received the awaited number of frames."""
+
+    def __init__(self, listeners: int) -> None:
+        self.listeners = listeners
+        self.connected = 0
+        self.all_connected = trio.Event()
+        self.needed = 0
+        self.reached = 0
+        self.all_reached = trio.Event()
+
+    def on_connected(self) -> None:
+        self.connected += 1
+        if self.connected == self.listeners:
+            self.all_connected.set()
+
+    def expect(self, frames: int, received: Sequence[list[tuple[int, float]]]) -> None:
+        """Wait (via `all_reached`) for every listener to have `frames` frames with an id."""
+        self.needed = frames
+        self.reached = sum(1 for got in received if len(got) >= frames)
+        self.all_reached = trio.Event()
+        if self.reached == self.listeners:
+            self.all_reached.set()
+
+    def on_frame(self, frames: int) -> None:
+        if frames == self.needed:
+            self.reached += 1
+            if self.reached == self.listeners:
+                self.all_reached.set()
+
+
+async def sse_listen(
+    client: httpx2.AsyncClient, path: str, received: list[tuple[int, float]], progress: SseProgress
+) -> None:
+    """Stream `path`; append (id, perf_counter when parsed) for every frame with an `id:` line."""
+    async with client.stream("GET", path, headers={"Accept": "text/event-stream"}) as response:
+        if response.status_code != 200:
+            raise RuntimeError(f"GET {path}: HTTP {response.status_code}")
+        buffer = b""
+        connected = False
+        async for chunk in response.aiter_raw():
+            now = time.perf_counter()
+            buffer += chunk
+            while b"\n\n" in buffer:
+                frame, buffer = buffer.split(b"\n\n", 1)
+                if not connected and frame.startswith(b": connected"):
+                    connected = True
+                    progress.on_connected()
+                    continue
+                for line in frame.split(b"\n"):
+                    if line.startswith(b"id:"):
+                        received.append((int(line[3:].strip()), now))
+                        progress.on_frame(len(received))
+                        break
+
+
+async def sse_level(base: str, session_id: str, annotation_id: str, listeners: int, counts: Counts) -> SseRun:
+    run = SseRun("", listeners)
+    progress = SseProgress(listeners)
+    received: list[list[tuple[int, float]]] = [[] for _ in range(listeners)]
+    patches: list[tuple[float, float]] = []  # (PATCH start, PATCH response) per event
+    total = counts.sse_warmup + counts.sse_events
+    path = f"/sessions/{session_id}/events"
+    async with (
+        http_client(base, listeners, read_timeout=None) as streams,
+        http_client(base, 1) as patcher,
+        trio.open_nursery() as nursery,
+    ):
+        for got in received:
+            nursery.start_soon(sse_listen, streams, path, got, progress)
+        with trio.fail_after(SSE_CONNECT_TIMEOUT):
+            await progress.all_connected.wait()
+        for k in range(total):
+            progress.expect(k + 1, received)
+            start = time.perf_counter()
+            with trio.fail_after(HTTP_TIMEOUT * 2):
+                response = await patcher.patch(f"/annotations/{annotation_id}", json={"comment": f"SSE edit {k}"})
+            done = time.perf_counter()
+            if response.status_code != 200:
+                raise RuntimeError(f"PATCH /annotations/{annotation_id}: HTTP {response.status_code}")
+            patches.append((start, done))
+            try:
+                with trio.fail_after(SSE_EVENT_TIMEOUT):
+                    await progress.all_reached.wait()
+            except trio.TooSlowError:
+                run.errors += 1
+                run.first_error = (
+                    f"event {k}: only {progress.reached} of {listeners} listeners got it within {SSE_EVENT_TIMEOUT} s"
+                )
+                break
+            await trio.sleep(SSE_GAP)
+        nursery.cancel_scope.cancel()
+    by_listener = [dict(got) for got in received]
+    for k in range(counts.sse_warmup, len(patches)):
+        if len(received[0]) <= k:
+            break
+        event_id = received[0][k][0]
+        start, done = patches[k]
+        run.patch_ms.append((done - start) * 1000)
+        run.events += 1
+        for times in by_listener:
+            at = times.get(event_id)
+            if at is None:
+                run.errors += 1
+                run.first_error = run.first_error or f"a listener never got frame id {event_id}"
+                continue
+            run.from_response_ms.append((at - done) * 1000)
+            run.from_start_ms.append((at - start) * 1000)
+    return run
+
+
+async def sse_runs(target: Target, counts: Counts, workdir: Path, run_no: int) -> tuple[list[SseRun], list[str]]:
+    """One server; the SSE levels in turn on one session and annotation. Also notes on failed levels."""
+    runs: list[SseRun] = []
+    notes: list[str] = []
+    async with http_server(target, workdir, "sse", run_no) as (_, _, base, log_path):
+        async with http_client(base, 1) as client:
+            session_id, ids = await create_over_http(client, 1)
+        for listeners in SSE_LEVELS:
+            try:
+                run = await sse_level(base, session_id, ids[0], listeners, counts)
+            except Exception as exc:
+                notes.append(f"SSE {listeners} listener(s), {target.name} round {run_no}, failed: {exc!r}")
+                notes.append(f"{target.name} server log tail:\n{log_tail(log_path)}")
+                continue
+            run.target = target.name
+            runs.append(run)
+    return runs, notes
+
+
+# --- 7. annotation created -> watch returns -------------------------------------------
+
+
+@dataclass(slots=True)
+class WatchRun:
+    target: str
+    latencies_ms: list[float] = field(default_factory=list)  # POST response -> watch result
+    post_ms: list[float] = field(default_factory=list)  # the POST itself
+    errors: int = 0
+    first_error: str = ""
+
+
+async def watch_once(session: ClientSession, client: httpx2.AsyncClient, i: int) -> tuple[float, float, str]:
+    """(POST response -> watch result in ms, POST in ms, "" or what went wrong) for one fresh session."""
+    with trio.fail_after(HTTP_TIMEOUT * 2):
+        session_id = expect_json(await client.post("/sessions", json={"url": SESSION_URL}), 201)["id"]
+    arguments = {"sessionId": session_id, "batchWindowSeconds": WATCH_BATCH_WINDOW, "timeoutSeconds": 30}
+    returned = math.nan
+    problem = ""
+
+    async def watch() -> None:
+        nonlocal returned, problem
+        result = await session.call_tool("agentation_watch_annotations", arguments)
+        returned = time.perf_counter()
+        text = " ".join(getattr(block, "text", "") for block in result.content)
+        if result.is_error:
+            problem = f"watch error result: {text[:200]}"
+            return
+        try:
+            data = json.loads(text)
+        except ValueError:
+            problem = f"watch result is not JSON: {text[:200]}"
+            return
+        if data.get("timeout") is not False or data.get("count") != 1:
+            problem = f"unexpected watch result: {text[:200]}"
+
+    with trio.fail_after(WATCH_TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(watch)
+            await trio.sleep(WATCH_SETTLE)
+            start = time.perf_counter()
+            response = await client.post(f"/sessions/{session_id}/annotations", json=annotation_body(i))
+            done = time.perf_counter()
+            expect_json(response, 201)
+    return (returned - done) * 1000, (done - start) * 1000, problem
+
+
+async def watch_run(target: Target, counts: Counts, workdir: Path, run_no: int) -> WatchRun:
+    run = WatchRun(target.name)
+    async with http_server(target, workdir, "watch", run_no) as (session, _, base, _), http_client(base, 1) as client:
+        for i in range(counts.watch_runs + 1):  # the first is a warm-up, not measured
+            latency, post, problem = await watch_once(session, client, i)
+            if problem:
+                run.errors += 1
+                run.first_error = run.first_error or problem
+            elif i > 0:
+                run.latencies_ms.append(latency)
+                run.post_ms.append(post)
+    return run
+
+
 # --- the whole run and its report ------------------------------------------------
 
 
@@ -586,6 +1000,9 @@ class Results:
     writer: list[WriterRun] = field(default_factory=list)
     startup: dict[str, list[float]] = field(default_factory=dict)
     latency: list[LatencyRun] = field(default_factory=list)
+    http: list[HttpRun] = field(default_factory=list)
+    sse: list[SseRun] = field(default_factory=list)
+    watch: list[WatchRun] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
 
@@ -640,7 +1057,82 @@ async def bench(counts: Counts, workdir: Path, ref: Target | None) -> Results:
                     )
             if errors:
                 results.notes.append(f"{target.name} server log tail:\n{log_tail(run.log_path)}")
+
+    await bench_http(results, counts, workdir, targets)
     return results
+
+
+async def bench_http(results: Results, counts: Counts, workdir: Path, targets: list[Target]) -> None:
+    """Workloads 5-7, each alternating the targets round by round, a fresh server per run."""
+    say("\n[5] HTTP API requests/s and latency (alternating A/B)")
+    for run_no in range(counts.rounds):
+        for target in targets:
+            started = time.perf_counter()
+            try:
+                run = await http_run(target, counts, workdir, run_no)
+            except Exception as exc:
+                results.notes.append(f"HTTP run {run_no} of {target.name} failed: {exc!r}")
+                say(f"    {target.name} round {run_no}: FAILED ({exc!r})")
+                continue
+            results.http.append(run)
+            rates: dict[str, list[str]] = {}
+            for (route, _), phase in run.phases.items():
+                rates.setdefault(route, []).append(fmt(len(phase.latencies_ms) / phase.wall_s, 0))
+                if phase.errors:
+                    results.notes.append(
+                        f"HTTP {target.name} round {run_no} {route}: {phase.errors} errors, first: {phase.first_error}"
+                    )
+            levels = "/".join(str(level) for level in HTTP_LEVELS)
+            say(
+                f"    {target.name} round {run_no}: {time.perf_counter() - started:.1f} s; req/s at {levels} clients: "
+                + "; ".join(f"{route} {'/'.join(values)}" for route, values in rates.items())
+            )
+
+    say("\n[6] SSE delivery latency (alternating A/B)")
+    for run_no in range(counts.rounds):
+        for target in targets:
+            started = time.perf_counter()
+            try:
+                runs, notes = await sse_runs(target, counts, workdir, run_no)
+            except Exception as exc:
+                results.notes.append(f"SSE run {run_no} of {target.name} failed: {exc!r}")
+                say(f"    {target.name} round {run_no}: FAILED ({exc!r})")
+                continue
+            results.sse += runs
+            results.notes += notes
+            for level in runs:
+                if level.errors:
+                    results.notes.append(
+                        f"SSE {target.name} round {run_no}, {level.listeners} listener(s): {level.errors} errors, "
+                        f"first: {level.first_error}"
+                    )
+            say(
+                f"    {target.name} round {run_no}: {time.perf_counter() - started:.1f} s; p50 ms from PATCH response: "
+                + ", ".join(f"{r.listeners} listener(s) {fmt(percentile(r.from_response_ms, 50))}" for r in runs)
+            )
+
+    say(
+        "\n[7] annotation POST -> agentation_watch_annotations result "
+        f"(alternating A/B, batch window {WATCH_BATCH_WINDOW} s)"
+    )
+    for run_no in range(counts.rounds):
+        for target in targets:
+            started = time.perf_counter()
+            try:
+                watch = await watch_run(target, counts, workdir, run_no)
+            except Exception as exc:
+                results.notes.append(f"watch run {run_no} of {target.name} failed: {exc!r}")
+                say(f"    {target.name} round {run_no}: FAILED ({exc!r})")
+                continue
+            results.watch.append(watch)
+            if watch.errors:
+                results.notes.append(
+                    f"watch {target.name} round {run_no}: {watch.errors} errors, first: {watch.first_error}"
+                )
+            say(
+                f"    {target.name} round {run_no}: {time.perf_counter() - started:.1f} s; median "
+                f"{fmt(median(watch.latencies_ms), 0)} ms over {len(watch.latencies_ms)} call(s), errors {watch.errors}"
+            )
 
 
 def pooled(results: Results, target: str, label: str) -> Phase:
@@ -761,17 +1253,141 @@ def report(results: Results, counts: Counts, has_ref: bool) -> None:
     if has_ref:
         say(f"ours/ref ratio of peak RSS medians: {fmt(ratio(hwm['ours'], hwm['ref']))}")
 
+    report_http(results, counts, has_ref)
+
     if results.notes:
         say("\nNotes:")
         for note in results.notes:
             say(f"  - {note}")
 
 
+def pooled_http(results: Results, target: str, key: tuple[str, int]) -> tuple[Phase, float]:
+    """The key's phases of every run of `target`, pooled, and the median over runs of their requests/s."""
+    out = Phase()
+    rates: list[float] = []
+    for run in results.http:
+        if run.target == target and key in run.phases:
+            phase = run.phases[key]
+            out.latencies_ms += phase.latencies_ms
+            out.wall_s += phase.wall_s
+            out.errors += phase.errors
+            out.server_cpu_s = _nan_sum(out.server_cpu_s, phase.server_cpu_s)
+            if phase.wall_s > 0:
+                rates.append(len(phase.latencies_ms) / phase.wall_s)
+    return out, median(rates)
+
+
+def pooled_sse(results: Results, target: str, listeners: int) -> SseRun:
+    out = SseRun(target, listeners)
+    for run in results.sse:
+        if run.target == target and run.listeners == listeners:
+            out.events += run.events
+            out.from_response_ms += run.from_response_ms
+            out.from_start_ms += run.from_start_ms
+            out.patch_ms += run.patch_ms
+            out.errors += run.errors
+    return out
+
+
+def sse_table(
+    title: str, levels: list[dict[str, SseRun]], names: Sequence[str], samples: Callable[[SseRun], list[float]]
+) -> None:
+    say(f"  {title}")
+    header = f"  {'listeners':>9}" + "".join(f" {n + ' n':>8} {n + ' p50':>9} {n + ' p99':>9}" for n in names)
+    if len(names) > 1:
+        header += f" {'p50 o/r':>8} {'p99 o/r':>8}"
+    say(header + f" {'errors':>7}")
+    for pooled in levels:
+        line = f"  {pooled[names[0]].listeners:>9}"
+        stats: dict[str, tuple[float, float]] = {}
+        for name in names:
+            values = samples(pooled[name])
+            stats[name] = percentile(values, 50), percentile(values, 99)
+            line += f" {len(values):>8} {fmt(stats[name][0]):>9} {fmt(stats[name][1]):>9}"
+        if len(names) > 1:
+            line += "".join(f" {fmt(ratio(stats['ours'][i], stats['ref'][i])):>8}" for i in range(2))
+        say(line + f" {sum(r.errors for r in pooled.values()):>7}")
+
+
+def report_http(results: Results, counts: Counts, has_ref: bool) -> None:
+    names = ("ours", "ref") if has_ref else ("ours",)
+    runs = {name: sum(1 for r in results.http if r.target == name) for name in names}
+    per_level = ", ".join(f"{n} at {c}" for c, n in zip(HTTP_LEVELS, counts.http_requests, strict=True))
+    say(
+        f"\n[5] HTTP API, 127.0.0.1, keep-alive, one httpx2 client with a pool of <clients> connections "
+        f"({per_level} client(s) per route and run; "
+        + " and ".join(f"{runs[n]} run(s) of {n}" for n in names)
+        + "). req/s: median over runs; p50/p99 ms: over the pooled requests; srv ms/req: server CPU per request"
+    )
+    header = f"{'route':<17} {'clients':>7} {'ours r/s':>9} {'ours p50':>9} {'ours p99':>9} {'ours srv':>9}"
+    if has_ref:
+        header += f" {'ref r/s':>9} {'ref p50':>9} {'ref p99':>9} {'ref srv':>9} {'r/s o/r':>8} {'p50 o/r':>8}"
+        header += f" {'p99 o/r':>8}"
+    say(header + f" {'errors':>7}")
+    keys: list[tuple[str, int]] = []
+    for run in results.http:
+        keys += [key for key in run.phases if key not in keys]
+    for key in keys:
+        figures: dict[str, tuple[float, float, float, float]] = {}
+        errors = 0
+        for name in names:
+            phase, rate = pooled_http(results, name, key)
+            figures[name] = (
+                rate,
+                percentile(phase.latencies_ms, 50),
+                percentile(phase.latencies_ms, 99),
+                per_call_ms(phase.server_cpu_s, phase),
+            )
+            errors += phase.errors
+        line = f"{key[0]:<17} {key[1]:>7}"
+        for name in names:
+            rate, p50, p99, cpu = figures[name]
+            line += f" {fmt(rate, 0):>9} {fmt(p50):>9} {fmt(p99):>9} {fmt(cpu, 3):>9}"
+        if has_ref:
+            line += "".join(f" {fmt(ratio(figures['ours'][i], figures['ref'][i])):>8}" for i in range(3))
+        say(line + f" {errors:>7}")
+
+    say(
+        f"\n[6] SSE delivery latency, ms, per (event, listener) pair pooled over runs ({counts.sse_events} measured "
+        f"events per level and run, after {counts.sse_warmup} unmeasured). The listeners share this process, so "
+        "receipt times include its scheduling of up to 100 reading tasks; a negative time means the frame was "
+        "parsed before the PATCH response (no ratio is printed for those)"
+    )
+    pooled_levels = [
+        {name: pooled_sse(results, name, listeners) for name in names}
+        for listeners in SSE_LEVELS
+        if any(r.listeners == listeners for r in results.sse)
+    ]
+    sse_table("from the PATCH response", pooled_levels, names, lambda r: r.from_response_ms)
+    sse_table("from the PATCH request's start", pooled_levels, names, lambda r: r.from_start_ms)
+    sse_table("the PATCH request itself (per event, not per listener)", pooled_levels, names, lambda r: r.patch_ms)
+
+    window_ms = WATCH_BATCH_WINDOW * 1000
+    say(
+        "\n[7] Annotation POST response -> agentation_watch_annotations result over stdio, ms (nothing subtracted: "
+        f"includes the batch window; {counts.watch_runs} measured call(s) per run, pooled over runs)"
+    )
+    say(f"{'server':<8} {'window':>7} {'median':>8} {'min':>8} {'max':>8} {'calls':>6} {'POST p50':>9} {'errors':>7}")
+    medians: dict[str, float] = {}
+    for name in names:
+        latencies = [ms for w in results.watch if w.target == name for ms in w.latencies_ms]
+        posts = [ms for w in results.watch if w.target == name for ms in w.post_ms]
+        errors = sum(w.errors for w in results.watch if w.target == name)
+        medians[name] = median(latencies)
+        say(
+            f"{name:<8} {window_ms:>7} {fmt(medians[name], 1):>8} {fmt(min(latencies, default=math.nan), 1):>8} "
+            f"{fmt(max(latencies, default=math.nan), 1):>8} {len(latencies):>6} {fmt(percentile(posts, 50)):>9} "
+            f"{errors:>7}"
+        )
+    if has_ref:
+        say(f"ours/ref ratio of medians: {fmt(ratio(medians['ours'], medians['ref']), 3)}")
+
+
 def describe_environment(ref: Target | None, ref_note: str) -> None:
     say("agentation-mcp benchmark")
     say(f"  python {platform.python_version()} on {platform.platform()}, {os.cpu_count()} CPU(s)")
     versions = []
-    for dist in ("agentation-mcp", "mcp", "trio", "apsw"):
+    for dist in ("agentation-mcp", "mcp", "trio", "apsw", "httpx2", "hypercorn"):
         try:
             versions.append(f"{dist} {metadata.version(dist)}")
         except metadata.PackageNotFoundError:

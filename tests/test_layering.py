@@ -11,7 +11,7 @@ PACKAGE = Path(agentation_mcp.__file__).parent
 ALLOWED: dict[str, set[str]] = {
     "errors": set(),
     "access": {"errors"},
-    "config": {"access", "errors"},
+    "config": {"access", "cloud", "errors", "webhooks"},
     "models": set(),
     "commands": {"errors", "models"},
     "schema": {"errors"},
@@ -27,6 +27,8 @@ ALLOWED: dict[str, set[str]] = {
     "webhooks": {"models"},
     "cloud": {"models"},
     "service": {
+        "cloud",
+        "webhooks",
         "access",
         "config",
         "schema",
@@ -46,7 +48,7 @@ ONLY = {
     "mcp": {"mcp_tools", "stdio"},
     "mcp_types": {"mcp_tools"},
     "hypercorn": {"http_server"},
-    "httpx2": {"webhooks", "cloud"},
+    "httpx2": {"webhooks", "cloud", "service"},
     "starlette": set(),
 }
 

@@ -1,0 +1,145 @@
+"""The cloud proxy: with an API key, the toolbar's routes are served by the hosted API.
+
+In cloud mode the HTTP server answers `OPTIONS`, `/health`, `/status` and
+`/mcp` itself and hands every other request to `proxy`, which forwards it to
+`<base><path><query>` with the same method, the incoming Content-Type, the
+body (except for GET and HEAD) and `x-api-key: <key>`, then relays the answer:
+
+* an event stream is passed through chunk by chunk as it arrives;
+* anything else is relayed whole: status, Content-Type and body;
+* if the cloud cannot be reached, the client gets 502
+  `{"error":"Cloud proxy error: <what went wrong>"}`, never a traceback.
+
+`proxy` speaks raw ASGI, so it fits under any ASGI framework.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx2
+import trio
+
+from .models import to_json
+
+log = logging.getLogger("agentation_mcp")
+
+DEFAULT_CLOUD_URL = "https://agentation-mcp-cloud.vercel.app/api"
+
+Message = Mapping[str, Any]
+Send = Callable[[Message], Awaitable[None]]
+Receive = Callable[[], Awaitable[Message]]
+Headers = Sequence[tuple[bytes, bytes]]
+
+# No read timeout: an event stream may stay quiet for as long as it likes.
+_TIMEOUT = httpx2.Timeout(None, connect=10.0)
+_EVENT_STREAM = b"text/event-stream"
+
+
+def cloud_base_url(env: Mapping[str, str]) -> str:
+    """The cloud API's base URL: `AGENTATION_CLOUD_URL` if set, else the hosted one; no trailing slash.
+
+    Raises ValueError, with a message for the user, when the variable is not an http(s) URL.
+    """
+    value = env.get("AGENTATION_CLOUD_URL", "").strip()
+    if not value:
+        return DEFAULT_CLOUD_URL
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+        raise ValueError(
+            f"AGENTATION_CLOUD_URL must be an http(s) base URL such as {DEFAULT_CLOUD_URL} (got {value!r})."
+        )
+    return value.rstrip("/")
+
+
+def _short(exc: Exception) -> str:
+    lines = str(exc).strip().splitlines()
+    text = lines[0] if lines else type(exc).__name__
+    return text if len(text) <= 200 else text[:199] + "…"
+
+
+def _content_type(response: httpx2.Response) -> bytes | None:
+    for name, value in response.headers.raw:
+        if name.lower() == b"content-type":
+            return value
+    return None
+
+
+async def _start(send: Send, status: int, headers: Headers) -> None:
+    await send({"type": "http.response.start", "status": status, "headers": list(headers)})
+
+
+async def _cancel_on_disconnect(receive: Receive, scope: trio.CancelScope) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    scope.cancel()
+
+
+async def _pass_through(response: httpx2.Response, send: Send, receive: Receive | None) -> None:
+    """Copy an event stream to the client as it arrives, until either side ends it."""
+    async with trio.open_nursery() as nursery:
+        if receive is not None:
+            nursery.start_soon(_cancel_on_disconnect, receive, nursery.cancel_scope)
+        try:
+            async for chunk in response.aiter_bytes():
+                if chunk:
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        except httpx2.HTTPError as exc:
+            # Too late for a 502: the status went out with the first chunk.
+            log.warning("[Cloud Proxy] Event stream ended: %s", _short(exc))
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        nursery.cancel_scope.cancel()
+
+
+async def proxy(
+    client: httpx2.AsyncClient,
+    base_url: str,
+    api_key: str,
+    method: str,
+    path_and_query: str,
+    content_type: str | None,
+    body: bytes,
+    send: Send,
+    headers: Headers = (),
+    *,
+    receive: Receive | None = None,
+) -> None:
+    """Forward one request to `base_url + path_and_query` and answer it through `send`.
+
+    `path_and_query` is the request target as received (`/sessions?x=1`);
+    `body` is the whole request body; `headers` are added to every response
+    (CORS). With `receive`, a client that hangs up stops an event stream.
+    """
+    request_headers = {"x-api-key": api_key}
+    if content_type:
+        request_headers["content-type"] = content_type
+    content = None if method.upper() in ("GET", "HEAD") else body
+    started = False
+    try:
+        async with client.stream(
+            method, base_url.rstrip("/") + path_and_query, content=content, headers=request_headers, timeout=_TIMEOUT
+        ) as response:
+            upstream_type = _content_type(response)
+            if upstream_type is not None and _EVENT_STREAM in upstream_type.lower():
+                stream_headers = [(b"content-type", _EVENT_STREAM), (b"cache-control", b"no-cache"), *headers]
+                started = True
+                await _start(send, response.status_code, stream_headers)
+                await _pass_through(response, send, receive)
+                return
+            data = await response.aread()
+    except (httpx2.HTTPError, httpx2.InvalidURL) as exc:
+        log.warning("[Cloud Proxy] Error: %s", _short(exc))
+        if started:
+            return
+        error = {"error": f"Cloud proxy error: {_short(exc)}"}
+        await _start(send, 502, [(b"content-type", b"application/json"), *headers])
+        await send({"type": "http.response.body", "body": to_json(error).encode()})
+        return
+    await _start(send, response.status_code, [(b"content-type", upstream_type or b"application/json"), *headers])
+    await send({"type": "http.response.body", "body": data})
