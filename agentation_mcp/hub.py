@@ -65,7 +65,7 @@ class Hub:
         self._read_events = read_events
         self._buffer = buffer
         self._subscribers: set[Subscription] = set()
-        self._has_subscribers = trio.Event()
+        self._subscriber_arrived = trio.Event()
         self.last_published = last_sequence
         self._published = 0
         self._lagged = 0
@@ -107,23 +107,19 @@ class Hub:
                 self._subscribers.discard(sub)
                 if sub.lagged:
                     self._lagged += 1
-        if not self._subscribers:
-            self._has_subscribers = trio.Event()
 
     @contextmanager
     def subscribe(self) -> Iterator[Subscription]:
         """Receive every event published from now on, until the block ends or the listener lags."""
         sub = Subscription(self._buffer)
         self._subscribers.add(sub)
-        self._has_subscribers.set()
+        self._subscriber_arrived.set()
         try:
             yield sub
         finally:
             self._subscribers.discard(sub)
             sub.close()
             sub.receive.close()
-            if not self._subscribers:
-                self._has_subscribers = trio.Event()
 
     def backlog(self, after: int) -> Iterator[Event]:
         """Persisted events with a sequence above `after`, read from the table page by page."""
@@ -154,7 +150,10 @@ class Hub:
         """Publish commits made by other processes; polls only while someone listens."""
         seen = data_version()
         while True:
-            await self._has_subscribers.wait()
+            while not self._subscribers:
+                # Only this loop replaces the event, and only after checking: no wake-up is lost.
+                self._subscriber_arrived = trio.Event()
+                await self._subscriber_arrived.wait()
             await trio.sleep(interval)
             version = data_version()
             if version != seen:

@@ -86,3 +86,20 @@ async def test_tail_publishes_commits_of_another_connection(opened: Store) -> No
                 assert (await sub.receive.receive()).sequence == 1
                 assert (await sub.receive.receive()).sequence == 2
             nursery.cancel_scope.cancel()
+
+
+async def test_tail_keeps_publishing_after_its_only_listener_lagged_and_came_back(opened: Store) -> None:
+    hub = Hub(opened.reader.events_after, 0, buffer=1)
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(hub.run_tail, opened.reader.data_version)
+            with hub.subscribe() as first:
+                await trio.testing.wait_all_tasks_blocked()  # the tail has read data_version
+                commit_session(opened, 3)  # more than the buffer: the listener is cut off
+                assert (await first.receive.receive()).sequence == 1
+                await trio.testing.wait_all_tasks_blocked()
+                assert first.lagged
+            with hub.subscribe() as second:
+                commit_session(opened, 1)
+                assert (await second.receive.receive()).sequence == 4
+            nursery.cancel_scope.cancel()
