@@ -67,12 +67,14 @@ async def _log_events(hub: Hub, path: Path, task_status: trio.TaskStatus[None] =
                 for event in hub.backlog(after):
                     out.write(line(event))
                     after = event.sequence
+                out.flush()
                 async for event in sub.receive:
                     if event.sequence > after:
                         out.write(line(event))
                         out.flush()
                         after = event.sequence
             out.write(to_json({"lagged": after}) + "\n")
+            out.flush()
 
 
 async def _run_http(settings: Settings, writer: Writer, hub: Hub, reader: StoreReader) -> None:

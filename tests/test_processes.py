@@ -105,7 +105,9 @@ async def test_two_processes_share_one_store_without_losing_or_misordering(tmp_p
     assert len(sequences) - start_sequence == 60 + 120 + 180 + 180
     expected = [{"sequence": s, "type": t, "sessionId": session["id"]} for s, t in rows if s > start_sequence]
     for lines in seen:
-        assert lines == expected
+        # A listener whose buffer overflowed is cut off and catches up from the table (a
+        # "lagged" line); what it receives is still every event, in order, exactly once.
+        assert [line for line in lines if "lagged" not in line] == expected
 
 
 async def test_a_killed_server_loses_no_acknowledged_write(tmp_path: Path) -> None:
