@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass, field
@@ -49,6 +50,7 @@ CloudProxy = Callable[[str, str, str | None, bytes, Send, Headers, Receive], Awa
 """`proxy(method, path_and_query, content_type, body, send, cors_headers, receive)`."""
 
 DEFAULT_MAX_BODY = 1024 * 1024
+_FRAME_CACHE = 512
 
 
 class _Reply(Exception):
@@ -116,6 +118,7 @@ class HttpApi:
         self.options = options
         self.listeners = options.listeners
         self._hosts: dict[str, str | None] = {}
+        self._frames: OrderedDict[int, bytes] = OrderedDict()
 
     # --- the pipeline -------------------------------------------------------
 
@@ -302,6 +305,15 @@ class HttpApi:
             self._hosts[session_id] = url_host(self.reader.session_url(session_id))
         return self._hosts[session_id]
 
+    def _frame(self, event: Event) -> bytes:
+        """The event's SSE frame, encoded once however many listeners send it."""
+        frame = self._frames.get(event.sequence)
+        if frame is None:
+            frame = self._frames[event.sequence] = sse.event_frame(event)
+            if len(self._frames) > _FRAME_CACHE:
+                self._frames.popitem(last=False)
+        return frame
+
     def _receives(self, listener: Listener, session_id: str) -> bool:
         """Whether an agent listener gets this session's events."""
         if not listener.agent:
@@ -359,7 +371,7 @@ class HttpApi:
                 async with aclosing(self.hub.follow(cursor)) as events:
                     async for event in events:
                         if self._wanted(listener, event):
-                            await write(sse.event_frame(event))
+                            await write(self._frame(event))
         finally:
             self.listeners.discard(listener)
 
