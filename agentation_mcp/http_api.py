@@ -34,7 +34,7 @@ from .commands import (
 )
 from .errors import AgentationError, AnnotationNotFound, InvalidInput, SessionNotFound, StoreBusy, StoreClosed
 from .hub import Hub
-from .models import ANNOTATION_CREATED, Event, JsonObject, now_iso, to_json
+from .models import ANNOTATION_CREATED, Event, JsonObject, now_iso, parse_js_float, to_json
 from .store import StoreReader
 from .writer import Writer
 
@@ -294,7 +294,7 @@ class HttpApi:
         if not raw.strip():
             return {}
         try:
-            return json.loads(raw, parse_constant=_reject_constant)
+            return json.loads(raw, parse_constant=_reject_constant, parse_float=parse_js_float)
         except (ValueError, UnicodeDecodeError):
             raise _error(400, "Invalid JSON") from None
 

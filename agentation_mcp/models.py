@@ -114,31 +114,38 @@ def new_id() -> str:
     return f"{_base36(now_ms())}-{''.join(secrets.choice(_BASE36) for _ in range(6))}"
 
 
-def js_value(value: Any) -> Any:
-    """`value` with integral floats turned into ints, as JavaScript would print them."""
-    if isinstance(value, float):
-        if math.isfinite(value) and value.is_integer() and abs(value) < 2**53:
-            return int(value)
-        return value
-    if isinstance(value, dict):
-        return {k: js_value(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [js_value(v) for v in value]
+def js_number(value: Any) -> Any:
+    """An integral float as an int, so that it prints as JavaScript prints numbers (`5`, not `5.0`).
+
+    Numbers enter as JavaScript would hold them (request bodies are parsed with
+    `parse_js_float`, REAL columns go through this), so `to_json` needs no pass
+    over the whole value.
+    """
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer() and abs(value) < 2**53:
+        return int(value)
     return value
+
+
+def parse_js_float(text: str) -> Any:
+    """`json.loads`'s `parse_float`: `1.0` and `1e3` become ints, as in JavaScript."""
+    return js_number(float(text))
+
+
+_DECODER = json.JSONDecoder(parse_float=parse_js_float)
 
 
 def to_json(value: Any, *, indent: int | None = None) -> str:
     """JSON text: compact like `JSON.stringify(v)`, or indented like `JSON.stringify(v, null, 2)`."""
     if indent is None:
-        return json.dumps(js_value(value), ensure_ascii=False, separators=(",", ":"))
-    return json.dumps(js_value(value), ensure_ascii=False, indent=indent)
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return json.dumps(value, ensure_ascii=False, indent=indent)
 
 
 def _load_json(text: Any) -> Any:
     if not isinstance(text, str):
         return text
     try:
-        return json.loads(text)
+        return _DECODER.decode(text)
     except ValueError:
         return text
 
@@ -214,6 +221,8 @@ def annotation_from_row(row: Mapping[str, Any]) -> JsonObject:
             value = _load_json(value)
         elif f.storage == "bool":
             value = bool(value)
+        elif f.storage == "number":
+            value = js_number(value)
         out[f.name] = value
         if f.name == "sourceFile":
             for key in ("attributes", "frame"):

@@ -276,3 +276,18 @@ def test_mcp_invalid_json_is_a_parse_error(api: httpx2.Client) -> None:
     assert response.status_code == 400
     assert response.json()["error"]["code"] == -32700
     assert response.json()["id"] is None
+
+
+def test_numbers_are_read_and_written_as_javascript_does(api: httpx2.Client) -> None:
+    sid = new_session(api)["id"]
+    raw = (
+        b'{"comment":"c","element":"div","elementPath":"p","x":5.0,"y":2.5,"timestamp":1.7e12,'
+        b'"boundingBox":{"x":1.0,"y":0.25,"width":3e0,"height":4},"extraNumber":2.0}'
+    )
+    response = api.post(f"/sessions/{sid}/annotations", content=raw)
+    assert response.status_code == 201
+    for text in (response.text, api.get(f"/sessions/{sid}").text):
+        assert '"x":5,"y":2.5' in text
+        assert '"timestamp":1700000000000,' in text
+        assert '"boundingBox":{"x":1,"y":0.25,"width":3,"height":4}' in text
+        assert '"extraNumber":2' in text

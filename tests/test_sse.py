@@ -28,7 +28,7 @@ Frame = dict[str, Any]
 
 
 def test_frames_and_cursor_parsing() -> None:
-    event = Event("annotation.updated", "s1", {"id": "a", "n": 1.0}, 7, "2026-01-01T00:00:00.000Z")
+    event = Event("annotation.updated", "s1", {"id": "a", "n": 1}, 7, "2026-01-01T00:00:00.000Z")
     assert sse.event_frame(event) == (
         b'event: annotation.updated\nid: 7\ndata: {"type":"annotation.updated","sessionId":"s1",'
         b'"payload":{"id":"a","n":1},"sequence":7,"timestamp":"2026-01-01T00:00:00.000Z"}\n\n'
