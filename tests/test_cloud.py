@@ -17,6 +17,8 @@ import trio
 
 from agentation_mcp.cloud import DEFAULT_CLOUD_URL, Message, cloud_base_url, proxy
 
+from .conftest import loopback_server, read_h11_request
+
 pytestmark = pytest.mark.anyio
 
 WAIT = 10
@@ -56,8 +58,6 @@ class FakeCloud:
 
     async def handle(self, stream: trio.SocketStream) -> None:
         conn = h11.Connection(h11.SERVER)
-        request: h11.Request | None = None
-        body = b""
 
         async def send(event: h11.Event) -> None:
             data = conn.send(event)
@@ -65,19 +65,10 @@ class FakeCloud:
             await stream.send_all(data)
 
         try:
-            while True:
-                event = conn.next_event()
-                if event is h11.NEED_DATA:
-                    conn.receive_data(await stream.receive_some(65536))
-                elif isinstance(event, h11.Request):
-                    request = event
-                elif isinstance(event, h11.Data):
-                    body += event.data
-                elif isinstance(event, h11.EndOfMessage):
-                    break
-                else:
-                    return
-            assert request is not None
+            received = await read_h11_request(conn, stream)
+            if received is None:
+                return
+            request, body = received
             method, target = request.method.decode(), request.target.decode()
             headers = {name.decode(): value.decode() for name, value in request.headers}
             self.requests.append(Forwarded(method, target, headers, body))
@@ -115,13 +106,8 @@ class FakeCloud:
 @asynccontextmanager
 async def fake_cloud() -> AsyncIterator[FakeCloud]:
     cloud = FakeCloud()
-    async with trio.open_nursery() as nursery:
-        listeners = await nursery.start(partial(trio.serve_tcp, cloud.handle, 0, host="127.0.0.1"))
-        cloud.port = listeners[0].socket.getsockname()[1]
-        try:
-            yield cloud
-        finally:
-            nursery.cancel_scope.cancel()
+    async with loopback_server(cloud.handle) as cloud.port:
+        yield cloud
 
 
 class Client:

@@ -15,7 +15,6 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from email.utils import formatdate
-from functools import partial
 from itertools import pairwise
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -36,6 +35,8 @@ from agentation_mcp.webhooks import (
     valid_urls,
     webhook_settings_from_env,
 )
+
+from .conftest import loopback_server, read_h11_request
 
 pytestmark = pytest.mark.anyio
 
@@ -80,22 +81,11 @@ class Receiver:
 
     async def handle(self, stream: trio.SocketStream) -> None:
         conn = h11.Connection(h11.SERVER)
-        request: h11.Request | None = None
-        body = b""
         try:
-            while True:
-                event = conn.next_event()
-                if event is h11.NEED_DATA:
-                    conn.receive_data(await stream.receive_some(65536))
-                elif isinstance(event, h11.Request):
-                    request = event
-                elif isinstance(event, h11.Data):
-                    body += event.data
-                elif isinstance(event, h11.EndOfMessage):
-                    break
-                else:
-                    return
-            assert request is not None
+            received = await read_h11_request(conn, stream)
+            if received is None:
+                return
+            request, body = received
             target = request.target.decode()
             headers = {name.decode(): value.decode() for name, value in request.headers}
             self.requests.append(Received(target, headers, body, trio.current_time()))
@@ -134,13 +124,8 @@ class Receiver:
 @asynccontextmanager
 async def receiver() -> AsyncIterator[Receiver]:
     r = Receiver()
-    async with trio.open_nursery() as nursery:
-        listeners = await nursery.start(partial(trio.serve_tcp, r.handle, 0, host="127.0.0.1"))
-        r.port = listeners[0].socket.getsockname()[1]
-        try:
-            yield r
-        finally:
-            nursery.cancel_scope.cancel()
+    async with loopback_server(r.handle) as r.port:
+        yield r
 
 
 def free_port() -> int:
