@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx2
 import trio
@@ -37,25 +36,6 @@ Headers = Sequence[tuple[bytes, bytes]]
 # No read timeout: an event stream may stay quiet for as long as it likes.
 _TIMEOUT = httpx2.Timeout(None, connect=10.0)
 _EVENT_STREAM = b"text/event-stream"
-
-
-def cloud_base_url(env: Mapping[str, str]) -> str:
-    """The cloud API's base URL: `AGENTATION_CLOUD_URL` if set, else the hosted one; no trailing slash.
-
-    Raises ValueError, with a message for the user, when the variable is not an http(s) URL.
-    """
-    value = env.get("AGENTATION_CLOUD_URL", "").strip()
-    if not value:
-        return DEFAULT_CLOUD_URL
-    try:
-        parts = urlsplit(value)
-    except ValueError:
-        parts = None
-    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
-        raise ValueError(
-            f"AGENTATION_CLOUD_URL must be an http(s) base URL such as {DEFAULT_CLOUD_URL} (got {value!r})."
-        )
-    return value.rstrip("/")
 
 
 def _short(exc: Exception) -> str:

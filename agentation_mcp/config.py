@@ -8,11 +8,12 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from .access import is_loopback_name, parse_cors_origins
-from .cloud import DEFAULT_CLOUD_URL, cloud_base_url
+from .cloud import DEFAULT_CLOUD_URL
 from .errors import ConfigError
-from .webhooks import WebhookSettings, webhook_settings_from_env
+from .webhooks import MAX_TIMER_MS, WebhookSettings
 
 DEFAULT_PORT = 4747
 DEFAULT_RETENTION_DAYS = 7
@@ -58,6 +59,47 @@ def int_from_env(env: Mapping[str, str], name: str, default: int, low: int, high
     if not _INT.match(text) or not low <= int(text) <= high:
         return default, (f"{name}={raw!r} is not a whole number from {low} to {high}; using the default {default}.")
     return int(text), None
+
+
+def webhook_settings_from_env(env: Mapping[str, str]) -> tuple[WebhookSettings, list[str]]:
+    """Webhook URLs and retry settings, and a warning for each unusable number (which keeps its default)."""
+    urls = [env.get("AGENTATION_WEBHOOK_URL", ""), *env.get("AGENTATION_WEBHOOKS", "").split(",")]
+    defaults = WebhookSettings()
+    warnings: list[str] = []
+
+    def number(name: str, default: int, low: int, high: int) -> int:
+        value, warning = int_from_env(env, name, default, low, high)
+        if warning:
+            warnings.append(warning)
+        return value
+
+    settings = WebhookSettings(
+        urls=tuple(urls),
+        max_retries=number("AGENTATION_WEBHOOK_MAX_RETRIES", defaults.max_retries, 0, 10),
+        base_delay_ms=number("AGENTATION_WEBHOOK_BASE_DELAY_MS", defaults.base_delay_ms, 1, MAX_TIMER_MS),
+        max_delay_ms=number("AGENTATION_WEBHOOK_MAX_DELAY_MS", defaults.max_delay_ms, 1, MAX_TIMER_MS),
+        timeout_ms=number("AGENTATION_WEBHOOK_TIMEOUT_MS", defaults.timeout_ms, 1, MAX_TIMER_MS),
+    )
+    return settings, warnings
+
+
+def cloud_base_url(env: Mapping[str, str]) -> str:
+    """The cloud API's base URL: `AGENTATION_CLOUD_URL` if set, else the hosted one; no trailing slash.
+
+    Raises ConfigError when the variable is not an http(s) URL.
+    """
+    value = env.get("AGENTATION_CLOUD_URL", "").strip()
+    if not value:
+        return DEFAULT_CLOUD_URL
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+        raise ConfigError(
+            f"AGENTATION_CLOUD_URL must be an http(s) base URL such as {DEFAULT_CLOUD_URL} (got {value!r})."
+        )
+    return value.rstrip("/")
 
 
 def _port(value: str | None) -> int:
@@ -144,10 +186,7 @@ def parse_server_args(argv: Sequence[str], env: Mapping[str, str] | None = None)
             "set AGENTATION_ACCESS_KEY to a secret that clients send in the x-api-key header "
             "(remote MCP clients: --api-key), or bind 127.0.0.1."
         )
-    try:
-        cloud_url = cloud_base_url(env)
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
+    cloud_url = cloud_base_url(env)
     webhooks, webhook_warnings = webhook_settings_from_env(env)
     warnings += webhook_warnings
     home = Path(env["HOME"]) if env.get("HOME") else Path.home()

@@ -74,36 +74,6 @@ class WebhookSettings:
                 raise ValueError(f"{name} must be from 1 to {MAX_TIMER_MS}, not {value}")
 
 
-def _int_from_env(env: Mapping[str, str], name: str, default: int, low: int, high: int, warnings: list[str]) -> int:
-    raw = env.get(name)
-    if raw is None or not raw.strip():
-        return default
-    text = raw.strip()
-    if _DIGITS.fullmatch(text) and low <= int(text) <= high:
-        return int(text)
-    warnings.append(f"{name}={raw!r} is not a whole number from {low} to {high}; using the default {default}.")
-    return default
-
-
-def webhook_settings_from_env(env: Mapping[str, str]) -> tuple[WebhookSettings, list[str]]:
-    """The webhook settings in `env`, and a warning for each unusable number (which keeps its default)."""
-    candidates = [env.get("AGENTATION_WEBHOOK_URL", ""), *env.get("AGENTATION_WEBHOOKS", "").split(",")]
-    warnings: list[str] = []
-    defaults = WebhookSettings()
-    settings = WebhookSettings(
-        urls=tuple(candidates),
-        max_retries=_int_from_env(env, "AGENTATION_WEBHOOK_MAX_RETRIES", defaults.max_retries, 0, 10, warnings),
-        base_delay_ms=_int_from_env(
-            env, "AGENTATION_WEBHOOK_BASE_DELAY_MS", defaults.base_delay_ms, 1, MAX_TIMER_MS, warnings
-        ),
-        max_delay_ms=_int_from_env(
-            env, "AGENTATION_WEBHOOK_MAX_DELAY_MS", defaults.max_delay_ms, 1, MAX_TIMER_MS, warnings
-        ),
-        timeout_ms=_int_from_env(env, "AGENTATION_WEBHOOK_TIMEOUT_MS", defaults.timeout_ms, 1, MAX_TIMER_MS, warnings),
-    )
-    return settings, warnings
-
-
 def _redacted(url: str) -> str:
     """`url` with any user:password part masked, fit for a log line."""
     return re.sub(r"^([^:/?#]*://)[^/?#]*@", r"\1***@", url)

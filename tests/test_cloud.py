@@ -15,7 +15,9 @@ import httpx2
 import pytest
 import trio
 
-from agentation_mcp.cloud import DEFAULT_CLOUD_URL, Message, cloud_base_url, proxy
+from agentation_mcp.cloud import DEFAULT_CLOUD_URL, Message, proxy
+from agentation_mcp.config import cloud_base_url
+from agentation_mcp.errors import ConfigError
 
 from .conftest import loopback_server, read_h11_request
 
@@ -173,7 +175,7 @@ def test_the_base_url_is_the_hosted_api_unless_overridden() -> None:
 
 @pytest.mark.parametrize("value", ["ftp://example.com/api", "localhost:9999", "http://", "https://h/api?x=1"])
 def test_an_unusable_base_url_is_a_clear_error(value: str) -> None:
-    with pytest.raises(ValueError, match="AGENTATION_CLOUD_URL") as raised:
+    with pytest.raises(ConfigError, match="AGENTATION_CLOUD_URL") as raised:
         cloud_base_url({"AGENTATION_CLOUD_URL": value})
     assert repr(value) in str(raised.value)
 

@@ -25,6 +25,7 @@ import pytest
 import trio
 import trio.testing
 
+from agentation_mcp.config import webhook_settings_from_env
 from agentation_mcp.webhooks import (
     USER_AGENT,
     DeliveryResult,
@@ -33,7 +34,6 @@ from agentation_mcp.webhooks import (
     deliver,
     retry_after_ms,
     valid_urls,
-    webhook_settings_from_env,
 )
 
 from .conftest import loopback_server, read_h11_request
