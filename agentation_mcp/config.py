@@ -47,7 +47,7 @@ class Settings:
         return self.host or "127.0.0.1"
 
 
-_INT = re.compile(r"^\d+$")
+_INT = re.compile(r"^[0-9]+$")
 
 
 def int_from_env(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> tuple[int, str | None]:
@@ -105,7 +105,7 @@ def cloud_base_url(env: Mapping[str, str]) -> str:
 def _port(value: str | None) -> int:
     if value is None:
         raise ConfigError("--port needs a value: a port number from 1 to 65535.")
-    if not value.isdigit() or not 0 < int(value) < 65536:
+    if not _INT.match(value) or not 0 < int(value) < 65536:
         raise ConfigError(f"--port must be a port number from 1 to 65535 (got {value!r}).")
     return int(value)
 

@@ -273,7 +273,7 @@ class HttpApi:
         limit = self.options.max_body
         too_large = _error(413, f"Request body too large: the limit is {limit} bytes.")
         declared = headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > limit:
+        if declared.isascii() and declared.isdigit() and int(declared) > limit:
             raise too_large
         chunks: list[bytes] = []
         size = 0
