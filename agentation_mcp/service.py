@@ -25,7 +25,7 @@ from .access import AccessPolicy
 from .cloud import proxy
 from .config import Settings
 from .http_api import Headers, HttpApi, HttpOptions, Receive, Send
-from .http_server import serve_http
+from .http_server import display_url, serve_http
 from .hub import Hub
 from .mcp_tools import build_http_mcp, build_mcp_server
 from .models import Event, to_json
@@ -163,7 +163,12 @@ async def serve(
                     if front_end is not None:
                         await front_end(writer, hub, reader)
                     else:
-                        log.info("[MCP] Agentation MCP server started on stdio")
+                        where = (
+                            "no HTTP"
+                            if settings.mcp_only
+                            else f"HTTP: {display_url(settings.bind_host, settings.port)}"
+                        )
+                        log.info("[MCP] Agentation MCP server started on stdio (%s)", where)
                         await serve_stdio(build_mcp_server(writer, hub, reader))
                     front.cancel_scope.cancel()
             finally:
