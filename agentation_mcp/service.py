@@ -2,18 +2,19 @@
 
     trio.run(serve)
     └── store nursery: the writer (started once the schema is migrated)
-        └── front-end nursery: MCP over stdio, the hub's cross-process tail,
-            the signal watcher
+        └── front-end nursery: MCP over stdio; the HTTP API, SSE and /mcp on
+            the port (or waiting for it), with webhooks; the hub's
+            cross-process tail; the signal watcher
 
-stdin EOF, SIGTERM or SIGINT cancel the front ends; the writer is then
-closed, commits what is queued, and the connections are closed.
+stdin EOF, SIGTERM or SIGINT cancel the front ends, which frees the port;
+the writer is then closed, commits what is queued, and the connections are
+closed.
 """
 
 from __future__ import annotations
 
 import logging
 import signal
-from collections.abc import Awaitable, Callable
 from functools import partial
 from pathlib import Path
 
@@ -121,15 +122,8 @@ async def _proxy_to_cloud(
     await proxy(client, base_url, api_key, method, target, content_type, body, send, headers, receive=receive)
 
 
-async def serve(
-    settings: Settings,
-    *,
-    front_end: Callable[[Writer, Hub, StoreReader], Awaitable[None]] | None = None,
-) -> None:
-    """Run the server until stdin closes or a signal arrives.
-
-    `front_end` replaces MCP over stdio (tests drive the store this way).
-    """
+async def serve(settings: Settings) -> None:
+    """Run the server until stdin closes or a signal arrives."""
     location = StoreLocation.memory() if settings.store_in_memory else StoreLocation(settings.store_path)
     write_conn = store.open_write_connection(location)
     read_conn = None
@@ -160,16 +154,11 @@ async def serve(
                         await front.start(_log_events, hub, settings.event_log)
                     if not settings.mcp_only:
                         front.start_soon(_run_http, settings, writer, hub, reader)
-                    if front_end is not None:
-                        await front_end(writer, hub, reader)
-                    else:
-                        where = (
-                            "no HTTP"
-                            if settings.mcp_only
-                            else f"HTTP: {display_url(settings.bind_host, settings.port)}"
-                        )
-                        log.info("[MCP] Agentation MCP server started on stdio (%s)", where)
-                        await serve_stdio(build_mcp_server(writer, hub, reader))
+                    where = (
+                        "no HTTP" if settings.mcp_only else f"HTTP: {display_url(settings.bind_host, settings.port)}"
+                    )
+                    log.info("[MCP] Agentation MCP server started on stdio (%s)", where)
+                    await serve_stdio(build_mcp_server(writer, hub, reader))
                     front.cancel_scope.cancel()
             finally:
                 writer.close()
