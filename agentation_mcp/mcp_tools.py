@@ -171,28 +171,16 @@ def argument_issues(spec: ToolSpec, arguments: Mapping[str, Any]) -> list[JsonOb
     """Problems with `arguments`, in the shape the reference reports them."""
     issues: list[JsonObject] = []
     for name, (expected, _) in spec.properties.items():
-        if name not in arguments:
-            if name in spec.required:
-                issues.append(
-                    {
-                        "code": "invalid_type",
-                        "expected": expected,
-                        "received": "undefined",
-                        "path": [name],
-                        "message": "Required",
-                    }
-                )
+        if name in arguments:
+            received = _js_type(arguments[name])
+        elif name in spec.required:
+            received = "undefined"
+        else:
             continue
-        received = _js_type(arguments[name])
         if received != expected:
+            message = "Required" if received == "undefined" else f"Expected {expected}, received {received}"
             issues.append(
-                {
-                    "code": "invalid_type",
-                    "expected": expected,
-                    "received": received,
-                    "path": [name],
-                    "message": f"Expected {expected}, received {received}",
-                }
+                {"code": "invalid_type", "expected": expected, "received": received, "path": [name], "message": message}
             )
     return issues
 
