@@ -175,7 +175,7 @@ class HttpApi:
             await _send_json(send, 200, self.status(), cors)
             return
         if path == "/mcp" and self.options.mcp_app is not None:
-            await self._mcp(scope, receive, send, method, cors)
+            await self._mcp(scope, receive, send, method, headers, cors)
             return
         if self.options.cloud and self.options.cloud_proxy is not None:
             query = scope.get("query_string", b"").decode("latin-1")
@@ -399,11 +399,13 @@ class HttpApi:
 
     # --- /mcp ---------------------------------------------------------------------
 
-    async def _mcp(self, scope: Scope, receive: Receive, send: Send, method: str, cors: Headers) -> None:
+    async def _mcp(
+        self, scope: Scope, receive: Receive, send: Send, method: str, headers: dict[str, str], cors: Headers
+    ) -> None:
         assert self.options.mcp_app is not None
         if method == "POST":
             # Read the body here so that invalid JSON gets a JSON-RPC parse error.
-            body = await self._read_body(receive, _header_map(scope))
+            body = await self._read_body(receive, headers)
             try:
                 json.loads(body)
             except (ValueError, UnicodeDecodeError):
