@@ -10,27 +10,25 @@ body (except for GET and HEAD) and `x-api-key: <key>`, then relays the answer:
 * if the cloud cannot be reached, the client gets 502
   `{"error":"Cloud proxy error: <what went wrong>"}`, never a traceback.
 
-`proxy` speaks raw ASGI, so it fits under any ASGI framework.
+`CloudProxy` is the ASGI application the HTTP API mounts (as it mounts
+`/mcp`); `proxy` is the forwarding of one request it is built on.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 import httpx2
 import trio
 
+from .asgi import Receive, Scope, Send
 from .models import to_json
 
 log = logging.getLogger("agentation_mcp")
 
 DEFAULT_CLOUD_URL = "https://agentation-mcp-cloud.vercel.app/api"
 
-Message = Mapping[str, Any]
-Send = Callable[[Message], Awaitable[None]]
-Receive = Callable[[], Awaitable[Message]]
 Headers = Sequence[tuple[bytes, bytes]]
 
 # No read timeout: an event stream may stay quiet for as long as it likes.
@@ -123,3 +121,39 @@ async def proxy(
         return
     await _start(send, response.status_code, [(b"content-type", upstream_type or b"application/json"), *headers])
     await send({"type": "http.response.body", "body": data})
+
+
+class CloudProxy:
+    """The cloud proxy as an ASGI application: each request it gets is forwarded with `proxy`."""
+
+    def __init__(self, client: httpx2.AsyncClient, base_url: str, api_key: str) -> None:
+        self.client = client
+        self.base_url = base_url
+        self.api_key = api_key
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        chunks: list[bytes] = []
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return
+            chunks.append(bytes(message.get("body", b"")))
+            if not message.get("more_body", False):
+                break
+        query = bytes(scope.get("query_string", b"")).decode("latin-1")
+        target = bytes(scope["raw_path"]).decode("latin-1") + (f"?{query}" if query else "")
+        content_type = next(
+            (bytes(v).decode("latin-1") for n, v in scope.get("headers", []) if bytes(n).lower() == b"content-type"),
+            None,
+        )
+        await proxy(
+            self.client,
+            self.base_url,
+            self.api_key,
+            scope["method"],
+            target,
+            content_type,
+            b"".join(chunks),
+            send,
+            receive=receive,
+        )

@@ -13,14 +13,18 @@ import errno
 import logging
 import socket
 from functools import partial
-from typing import Any
 
 import trio
-from hypercorn.config import Config, Sockets
-from hypercorn.trio.run import worker_serve
-from hypercorn.utils import wrap_app
+
+from .http_wire import Handler, HttpLimits, serve_connection
 
 log = logging.getLogger("agentation_mcp")
+
+MAX_CONNECTIONS = 1024
+_BUSY = (
+    b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nconnection: close\r\n"
+    b'content-length: 44\r\n\r\n{"error":"Too many connections; retry soon"}'
+)
 
 
 def display_url(host: str, port: int) -> str:
@@ -38,7 +42,6 @@ def bind_socket(host: str, port: int) -> socket.socket:
     try:
         # Reuse a port still in TIME_WAIT; this never lets two live listeners share it.
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.bind(address)
         sock.listen(1024)
     except BaseException:
@@ -47,27 +50,46 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _config() -> Config:
-    config = Config()
-    config.accesslog = None
-    config.errorlog = logging.getLogger("hypercorn.error")
-    config.graceful_timeout = 0.5
-    config.keep_alive_timeout = 5
-    return config
+class _Connections:
+    """Serves each accepted connection, up to `limit` at once; past that, a 503 and close."""
+
+    def __init__(self, handler: Handler, limits: HttpLimits, limit: int) -> None:
+        self.handler = handler
+        self.limits = limits
+        self.limit = limit
+        self.open = 0
+
+    async def __call__(self, stream: trio.SocketStream) -> None:
+        if self.open >= self.limit:
+            with trio.move_on_after(1):
+                try:
+                    await stream.send_all(_BUSY)
+                except trio.BrokenResourceError:
+                    pass
+            await trio.aclose_forcefully(stream)
+            return
+        self.open += 1
+        try:
+            await serve_connection(stream, self.handler, self.limits)
+        finally:
+            self.open -= 1
 
 
 async def serve_http(
-    app: Any,
+    handler: Handler,
     host: str,
     port: int,
     *,
+    limits: HttpLimits | None = None,
+    max_connections: int = MAX_CONNECTIONS,
     retry_interval: float = 1.5,
     suffix: str = "",
-    task_status: trio.TaskStatus[bool] = trio.TASK_STATUS_IGNORED,
+    task_status: trio.TaskStatus[int | None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve `app` on host:port until cancelled, waiting for the port while another process has it.
+    """Serve `handler` on host:port until cancelled, waiting for the port while another process has it.
 
-    Reports `True` once listening, or `False` when the port was taken at the first try.
+    Reports the port it listens on (useful with port 0), or None when the
+    port was taken at the first try (it then keeps trying).
     """
     reported = False
     while True:
@@ -82,17 +104,16 @@ async def serve_http(
                     "and this process takes the port over once it is free",
                     port,
                 )
-                task_status.started(False)
+                task_status.started(None)
                 reported = True
             await trio.sleep(retry_interval)
             continue
-        config = _config()
-        sockets = Sockets(secure_sockets=[], insecure_sockets=[sock], quic_sockets=[])
+        bound: int = sock.getsockname()[1]
+        listener = trio.SocketListener(trio.socket.from_stdlib_socket(sock))
+        connections = _Connections(handler, limits or HttpLimits(), max_connections)
         async with trio.open_nursery() as nursery:
-            await nursery.start(
-                partial(worker_serve, wrap_app(app, config.wsgi_max_body_size, "asgi"), config, sockets=sockets)
-            )
-            log.info("[HTTP] Agentation server listening on %s%s", display_url(host, port), suffix)
+            await nursery.start(partial(trio.serve_listeners, connections, [listener]))
+            log.info("[HTTP] Agentation server listening on %s%s", display_url(host, bound), suffix)
             if not reported:
-                task_status.started(True)
+                task_status.started(bound)
                 reported = True

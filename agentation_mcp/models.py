@@ -159,6 +159,8 @@ class Event:
     payload: Any
     sequence: int
     timestamp: str
+    payload_json: str | None = field(default=None, compare=False, repr=False)
+    """The payload as compact JSON, when the store already has it (saves encoding it again)."""
 
     def to_wire(self) -> JsonObject:
         return {

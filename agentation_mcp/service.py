@@ -23,10 +23,12 @@ import trio
 
 from . import schema, store
 from .access import AccessPolicy
-from .cloud import proxy
+from .asgi import Mount
+from .cloud import CloudProxy
 from .config import Settings
-from .http_api import Headers, HttpApi, HttpOptions, Receive, Send
+from .http_api import HttpApi, HttpOptions
 from .http_server import display_url, serve_http
+from .http_wire import HttpLimits
 from .hub import Hub
 from .mcp_tools import build_http_mcp, build_mcp_server
 from .models import Event, to_json
@@ -96,30 +98,15 @@ async def _run_http(settings: Settings, writer: Writer, hub: Hub, reader: StoreR
         options = HttpOptions(
             policy=policy,
             max_body=settings.max_body_bytes,
-            mcp_app=mcp_app,
-            cloud=settings.api_key is not None,
+            mcp=Mount(mcp_app, json_rpc=True),
             webhook_count=len(webhooks.urls),
             fire_webhooks=webhooks.fire,
         )
         if settings.api_key is not None:
-            options.cloud_proxy = partial(_proxy_to_cloud, cloud_client, settings.cloud_url, settings.api_key)
-        app = HttpApi(writer, hub, reader, options)
-        await serve_http(app, settings.bind_host, settings.port, suffix=suffix)
-
-
-async def _proxy_to_cloud(
-    client: httpx2.AsyncClient,
-    base_url: str,
-    api_key: str,
-    method: str,
-    target: str,
-    content_type: str | None,
-    body: bytes,
-    send: Send,
-    headers: Headers,
-    receive: Receive,
-) -> None:
-    await proxy(client, base_url, api_key, method, target, content_type, body, send, headers, receive=receive)
+            options.cloud = Mount(CloudProxy(cloud_client, settings.cloud_url, settings.api_key))
+        api = HttpApi(writer, hub, reader, options)
+        limits = HttpLimits(max_body=settings.max_body_bytes)
+        await serve_http(api, settings.bind_host, settings.port, limits=limits, suffix=suffix)
 
 
 async def serve(settings: Settings) -> None:

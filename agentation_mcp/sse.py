@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import re
+from json.encoder import encode_basestring as _string
 from typing import Any
+from urllib.parse import urlsplit
 
 from .models import Event, to_json
 
@@ -12,15 +14,44 @@ PING = b": ping\n\n"
 PING_INTERVAL = 30.0
 
 _LEADING_INT = re.compile(r"^\s*([+-]?\d+)")
+_DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443, "ftp": 21}
+
+
+def url_host(url: str | None) -> str | None:
+    """The `host[:port]` of a page URL, as JavaScript's `URL.host` gives it (what `?domain=` matches)."""
+    if not url:
+        return None
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return None
+    if not parts.hostname or parts.scheme not in _DEFAULT_PORTS:
+        return None
+    host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
+    return host if port in (None, _DEFAULT_PORTS[parts.scheme]) else f"{host}:{port}"
 
 
 def connected(domain: str | None = None) -> bytes:
     return CONNECTED if domain is None else f": connected to domain {domain}\n\n".encode()
 
 
+def frame(event_type: str, session_id: str, sequence: int, payload_json: str, timestamp: str) -> bytes:
+    """`event: <type>`, `id: <sequence>`, `data: <the event as compact JSON>`, from the payload's JSON text.
+
+    The data line is what `to_json(event.to_wire())` gives, put together
+    without decoding and encoding the payload again.
+    """
+    return (
+        f"event: {event_type}\nid: {sequence}\ndata: "
+        f'{{"type":{_string(event_type)},"sessionId":{_string(session_id)},"payload":{payload_json},'
+        f'"sequence":{sequence},"timestamp":{_string(timestamp)}}}\n\n'
+    ).encode()
+
+
 def event_frame(event: Event) -> bytes:
-    """`event: <type>`, `id: <sequence>`, `data: <the event as compact JSON>`."""
-    return f"event: {event.type}\nid: {event.sequence}\ndata: {to_json(event.to_wire())}\n\n".encode()
+    payload_json = event.payload_json if event.payload_json is not None else to_json(event.payload)
+    return frame(event.type, event.session_id, event.sequence, payload_json, event.timestamp)
 
 
 def sync_frame(data: dict[str, Any], event_type: str, sequence: int | None) -> bytes:

@@ -219,6 +219,20 @@ def events_after(
     return [_event_from_row(r) for r in _rows(conn, sql, params)]
 
 
+EventRow = tuple[str, str, int, str, str]
+"""(type, session_id, sequence, payload as JSON text, timestamp) of one persisted event."""
+
+
+def event_rows_after(conn: apsw.Connection, after: int, *, limit: int = 1000) -> list[EventRow]:
+    """Persisted events with a sequence above `after`, in order, as stored (the payload left as JSON text)."""
+    cursor = conn.execute(
+        "SELECT type, session_id, sequence, payload, timestamp FROM events "
+        "WHERE sequence > ? ORDER BY sequence LIMIT ?",
+        (after, limit),
+    )
+    return list(cursor)
+
+
 def last_sequence(conn: apsw.Connection) -> int:
     """The highest sequence handed out so far (events may have been pruned since)."""
     value = conn.execute(
@@ -265,11 +279,12 @@ def append_events(conn: apsw.Connection, pending: Sequence[PendingEvent]) -> lis
             "WHERE id = 1 RETURNING value"
         ).get
         assert isinstance(sequence, int), "event_sequence row is missing"
+        payload_json = to_json(p.payload)
         conn.execute(
             "INSERT INTO events (type, timestamp, session_id, sequence, payload) VALUES (?, ?, ?, ?, ?)",
-            (p.type, p.timestamp, p.session_id, sequence, to_json(p.payload)),
+            (p.type, p.timestamp, p.session_id, sequence, payload_json),
         )
-        out.append(Event(p.type, p.session_id, p.payload, sequence, p.timestamp))
+        out.append(Event(p.type, p.session_id, p.payload, sequence, p.timestamp, payload_json))
     return out
 
 
@@ -492,6 +507,9 @@ class StoreReader:
 
     def events_after(self, after: int, upto: int | None = None, session_id: str | None = None) -> list[Event]:
         return events_after(self.conn, after, upto=upto, session_id=session_id)
+
+    def event_rows_after(self, after: int, limit: int = 1000) -> list[EventRow]:
+        return event_rows_after(self.conn, after, limit=limit)
 
     def last_sequence(self) -> int:
         return last_sequence(self.conn)

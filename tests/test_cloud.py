@@ -15,7 +15,8 @@ import httpx2
 import pytest
 import trio
 
-from agentation_mcp.cloud import DEFAULT_CLOUD_URL, Message, proxy
+from agentation_mcp.asgi import Message
+from agentation_mcp.cloud import DEFAULT_CLOUD_URL, proxy
 from agentation_mcp.config import cloud_base_url
 from agentation_mcp.errors import ConfigError
 

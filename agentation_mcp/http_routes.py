@@ -1,0 +1,135 @@
+"""The toolbar's JSON routes: sessions, annotations, threads and the action request.
+
+Each route reads its body, builds a checked command and hands it to the
+writer, so a 2xx means committed; reads go to the read-only connection.
+Routes, status codes, field names and error texts follow the reference
+(spec section 2.4), with errors that name the field.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from .commands import (
+    AddThreadMessage,
+    CreateAnnotation,
+    CreateSession,
+    DeleteAnnotation,
+    NewThreadMessage,
+    RequestAction,
+    UpdateAnnotation,
+)
+from .errors import AgentationError, AnnotationNotFound, InvalidInput, SessionNotFound, StoreBusy, StoreClosed
+from .http_wire import Request
+from .models import JsonObject, parse_js_float
+from .sse_streams import Listeners
+from .store import StoreReader
+from .writer import Writer
+
+FireWebhooks = Callable[[str, JsonObject], int]
+
+
+class HttpError(Exception):
+    """Answer the request with this status and `{"error": message}`."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(status, message)
+        self.status = status
+        self.message = message
+
+
+NOT_FOUND = HttpError(404, "Not found")
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def decode_json(raw: bytes) -> Any:
+    """A request body as JSON, numbers as JavaScript holds them; raises `ValueError`."""
+    return json.loads(raw, parse_constant=_reject_constant, parse_float=parse_js_float)
+
+
+async def json_body(request: Request) -> Any:
+    """The request body as JSON; an empty body is `{}`. Raises `HttpError(400)` for anything else."""
+    raw = await request.body()
+    if not raw.strip():
+        return {}
+    try:
+        return decode_json(raw)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise HttpError(400, "Invalid JSON") from None
+
+
+def domain_error(exc: AgentationError) -> HttpError:
+    if isinstance(exc, SessionNotFound):
+        return HttpError(404, "Session not found")
+    if isinstance(exc, AnnotationNotFound):
+        return HttpError(404, "Annotation not found")
+    if isinstance(exc, InvalidInput):
+        return HttpError(400, str(exc))
+    if isinstance(exc, StoreBusy | StoreClosed):
+        return HttpError(503, str(exc))
+    return HttpError(500, str(exc))
+
+
+class JsonRoutes:
+    def __init__(
+        self, writer: Writer, reader: StoreReader, listeners: Listeners, fire_webhooks: FireWebhooks | None
+    ) -> None:
+        self.writer = writer
+        self.reader = reader
+        self.listeners = listeners
+        self.fire_webhooks = fire_webhooks
+
+    async def handle(self, request: Request, parts: list[str]) -> tuple[int, Any]:
+        """(status, JSON body) for the route `parts` names; raises `HttpError` or `AgentationError`."""
+        reader, writer = self.reader, self.writer
+        match request.method, parts:
+            case "GET", ["sessions"]:
+                return 200, reader.list_sessions()
+            case "POST", ["sessions"]:
+                body = await json_body(request)
+                return 201, await writer.submit(CreateSession.from_body(body))
+            case "GET", ["sessions", session_id]:
+                return 200, reader.get_session(session_id)
+            case "GET", ["sessions", session_id, "pending"]:
+                pending = reader.pending_annotations(session_id)
+                return 200, {"count": len(pending), "annotations": pending}
+            case "GET", ["pending"]:
+                pending = reader.pending_annotations(None)
+                return 200, {"count": len(pending), "annotations": pending}
+            case "POST", ["sessions", session_id, "annotations"]:
+                body = await json_body(request)
+                return 201, await writer.submit(CreateAnnotation.from_body(session_id, body))
+            case "POST", ["sessions", session_id, "action"]:
+                body = await json_body(request)
+                if not reader.session_exists(session_id):
+                    raise SessionNotFound(session_id)
+                return 200, await self._request_action(RequestAction.from_body(session_id, body))
+            case "GET", ["annotations", annotation_id]:
+                return 200, reader.get_annotation(annotation_id)
+            case "PATCH", ["annotations", annotation_id]:
+                body = await json_body(request)
+                return 200, await writer.submit(UpdateAnnotation.from_body(annotation_id, body))
+            case "DELETE", ["annotations", annotation_id]:
+                return 200, await writer.submit(DeleteAnnotation(annotation_id))
+            case "POST", ["annotations", annotation_id, "thread"]:
+                body = await json_body(request)
+                message = NewThreadMessage.from_body(body)
+                return 201, await writer.submit(AddThreadMessage(annotation_id, message))
+        raise NOT_FOUND
+
+    async def _request_action(self, command: RequestAction) -> JsonObject:
+        result = await self.writer.submit(command)
+        listeners = self.listeners.receiving(command.session_id)
+        webhooks = 0
+        if self.fire_webhooks is not None:
+            webhooks = self.fire_webhooks(command.session_id, result["payload"])
+        return {
+            "success": True,
+            "annotationCount": result["annotationCount"],
+            "delivered": {"sseListeners": listeners, "webhooks": webhooks, "total": listeners + webhooks},
+        }
