@@ -27,7 +27,7 @@ from .http_gate import Gate, refuse
 from .http_routes import NOT_FOUND, FireWebhooks, HttpError, JsonRoutes, domain_error
 from .http_wire import BodyTooLarge, Headers, Request, WireError
 from .hub import Hub
-from .models import to_json
+from .models import json_bytes
 from .sse_streams import EventStreams, Listeners
 from .store import StoreReader
 from .writer import Writer
@@ -61,7 +61,7 @@ class HttpApi:
         self.streams = EventStreams(hub, reader, self.listeners, options.ping_interval)
         self.routes = JsonRoutes(writer, reader, self.listeners, options.fire_webhooks)
         self._mode = "cloud" if options.cloud is not None else "local"
-        self._health = to_json({"status": "ok", "mode": self._mode}).encode()
+        self._health = json_bytes({"status": "ok", "mode": self._mode})
 
     async def __call__(self, request: Request) -> None:
         cors = await self.gate.admit(request)
@@ -133,4 +133,4 @@ def _query(request: Request) -> dict[str, str]:
 
 
 async def _respond_json(request: Request, status: int, body: Any, cors: Headers) -> None:
-    await request.respond(status, [*cors, _JSON], to_json(body).encode())
+    await request.respond(status, [*cors, _JSON], json_bytes(body))

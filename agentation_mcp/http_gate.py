@@ -3,44 +3,55 @@
 It applies `AccessPolicy` to one request. A refused request is answered here
 (403 for a foreign Host or Origin, 401 without the access key) and so is a
 CORS preflight (204); an admitted one gets the CORS headers its response
-carries. The headers for each Origin are built once and reused.
+carries. Decisions and headers are kept per Host and Origin value, so a client's
+repeated requests reuse them.
 """
 
 from __future__ import annotations
 
 from .access import AccessPolicy
 from .http_wire import Headers, Request
-from .models import to_json
+from .models import json_bytes
 
 _JSON = (b"content-type", b"application/json")
-_MAX_CACHED_ORIGINS = 256
+_MAX_CACHED = 256
 
 
 class Gate:
     def __init__(self, policy: AccessPolicy) -> None:
         self.policy = policy
-        self._cors: dict[str | None, Headers] = {}
+        # Decisions by header value: a client sends the same Host and Origin every time.
+        self._hosts: dict[str | None, bool] = {}
+        self._cors: dict[str | None, Headers | None] = {}
 
-    def cors(self, origin: str | None) -> Headers:
-        headers = self._cors.get(origin)
-        if headers is None:
-            headers = self.policy.cors_headers(origin)
-            if len(self._cors) < _MAX_CACHED_ORIGINS:
-                self._cors[origin] = headers
+    def host_allowed(self, host: str | None) -> bool:
+        allowed = self._hosts.get(host)
+        if allowed is None:
+            allowed = self.policy.host_allowed(host)
+            if len(self._hosts) < _MAX_CACHED:
+                self._hosts[host] = allowed
+        return allowed
+
+    def cors(self, origin: str | None) -> Headers | None:
+        """The CORS headers for a request from `origin`, or None if that origin is refused."""
+        if origin in self._cors:
+            return self._cors[origin]
+        headers = self.policy.cors_headers(origin) if self.policy.origin_allowed(origin) else None
+        if len(self._cors) < _MAX_CACHED:
+            self._cors[origin] = headers
         return headers
 
     async def admit(self, request: Request) -> Headers | None:
         """The CORS headers for an admitted request; None once a refusal or preflight answer was sent."""
         headers = request.headers
-        policy = self.policy
-        if not policy.host_allowed(headers.get("host")):
+        if not self.host_allowed(headers.get("host")):
             await refuse(request, 403, "Host not allowed", [])
             return None
-        origin = headers.get("origin")
-        if not policy.origin_allowed(origin):
+        cors = self.cors(headers.get("origin"))
+        if cors is None:
             await refuse(request, 403, "Origin not allowed", [(b"vary", b"Origin")])
             return None
-        cors = self.cors(origin)
+        policy = self.policy
         if request.method == "OPTIONS":
             await request.respond(204, [*cors, (b"access-control-max-age", b"86400")])
             return None
@@ -51,4 +62,4 @@ class Gate:
 
 
 async def refuse(request: Request, status: int, message: str, cors: Headers) -> None:
-    await request.respond(status, [*cors, _JSON], to_json({"error": message}).encode())
+    await request.respond(status, [*cors, _JSON], json_bytes({"error": message}))

@@ -351,7 +351,7 @@ class _Connection:
 
     # --- reading ---------------------------------------------------------------------
 
-    async def _receive(self) -> bytes:
+    async def _receive(self) -> bytes | bytearray:
         try:
             data = await self.stream.receive_some(_RECEIVE_SIZE)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -360,7 +360,7 @@ class _Connection:
             self.eof = True
         return data
 
-    def _feed(self, data: bytes) -> None:
+    def _feed(self, data: bytes | bytearray) -> None:
         in_head = not self.messages or not self.messages[-1].head_complete
         if in_head:
             self.raw_head_bytes += len(data)

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
 
+import orjson
+
 JsonObject = dict[str, Any]
 
 ANNOTATION_STATUSES: Final = ("pending", "acknowledged", "resolved", "dismissed")
@@ -88,9 +90,25 @@ EXTRA_KEYS: Final = ("placement", "rearrange", "attributes", "frame")
 SERVER_OWNED: Final = frozenset({"id", "sessionId", "status", "createdAt", "updatedAt", "resolvedAt"})
 
 
+class _IsoClock:
+    """`Date.toISOString()` for now; the date and time up to the second are formatted once a second."""
+
+    second = -1
+    prefix = ""
+
+    @classmethod
+    def now(cls) -> str:
+        ms = time.time_ns() // 1_000_000
+        second, millis = divmod(ms, 1000)
+        if second != cls.second:
+            cls.prefix = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S.")
+            cls.second = second
+        return f"{cls.prefix}{millis:03d}Z"
+
+
 def now_iso() -> str:
     """The current UTC time as JavaScript's `Date.toISOString()` writes it."""
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return _IsoClock.now()
 
 
 def now_ms() -> int:
@@ -134,18 +152,41 @@ def parse_js_float(text: str) -> Any:
 _DECODER = json.JSONDecoder(parse_float=parse_js_float)
 
 
+def json_bytes(value: Any) -> bytes:
+    """Compact JSON like `JSON.stringify(v)`, as UTF-8.
+
+    orjson writes it; what orjson refuses (integers past 64 bits, keys that
+    are not strings) goes through the standard library instead.
+    """
+    try:
+        return orjson.dumps(value)
+    except TypeError:
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
+
+
 def to_json(value: Any, *, indent: int | None = None) -> str:
     """JSON text: compact like `JSON.stringify(v)`, or indented like `JSON.stringify(v, null, 2)`."""
     if indent is None:
-        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+        try:
+            return orjson.dumps(value).decode()
+        except TypeError:
+            return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
     return json.dumps(value, ensure_ascii=False, indent=indent)
+
+
+def from_json(text: str | bytes) -> Any:
+    """Stored JSON (written by this server or the reference, so numbers are already as JavaScript writes them)."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return _DECODER.decode(text if isinstance(text, str) else text.decode())
 
 
 def _load_json(text: Any) -> Any:
     if not isinstance(text, str):
         return text
     try:
-        return _DECODER.decode(text)
+        return from_json(text)
     except ValueError:
         return text
 

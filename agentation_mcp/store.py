@@ -11,7 +11,6 @@ Nothing here awaits or knows about trio.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import uuid
@@ -39,6 +38,7 @@ from .models import (
     JsonObject,
     PendingEvent,
     annotation_from_row,
+    from_json,
     new_id,
     now_iso,
     now_ms,
@@ -191,7 +191,7 @@ def _event_from_row(row: Mapping[str, Any]) -> Event:
     return Event(
         type=row["type"],
         session_id=row["session_id"],
-        payload=json.loads(row["payload"]),
+        payload=from_json(row["payload"]),
         sequence=int(row["sequence"]),
         timestamp=row["timestamp"],
     )
@@ -419,7 +419,7 @@ def _update_annotation(conn: apsw.Connection, cmd: c.UpdateAnnotation) -> Applie
             if "resolvedBy" not in cmd.changes:
                 sets["resolved_by"] = None
     if cmd.extra_changes:
-        extra = json.loads(row["extra"]) if row["extra"] else {}
+        extra = from_json(row["extra"]) if row["extra"] else {}
         if not isinstance(extra, dict):
             extra = {}
         extra.update(cmd.extra_changes)
@@ -437,7 +437,7 @@ def _add_message(
     conn: apsw.Connection, annotation_id: str, message: c.NewThreadMessage, events: list[PendingEvent]
 ) -> Applied:
     row = _annotation_row(conn, annotation_id)
-    thread = json.loads(row["thread"]) if row["thread"] else []
+    thread = from_json(row["thread"]) if row["thread"] else []
     if not isinstance(thread, list):
         thread = []
     entry = {"id": new_id(), "role": message.role, "content": message.content, "timestamp": now_ms()}

@@ -10,7 +10,7 @@ Invariants:
   SAVEPOINT, so one failing command is rolled back alone and one fsync
   acknowledges them all.
 * The transaction is one synchronous function with no `await` in it, run on
-  the database thread (`trio.to_thread` with a limiter of one); cancellation
+  the database thread (`DatabaseThread`); cancellation
   cannot split it, and the event loop keeps serving while SQLite fsyncs.
 * A reply means committed: callers get their result, and the hub the events,
   only after COMMIT. A caller cancelled while waiting may still have had its
@@ -21,7 +21,9 @@ Invariants:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import queue
+import threading
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -35,7 +37,6 @@ from .models import Event
 from .store import Connection, commit_batch
 
 T = TypeVar("T")
-RunSync = Callable[[Callable[[], T]], Any]
 
 
 @dataclass(slots=True)
@@ -92,8 +93,35 @@ class Writer:
         )
 
 
-async def _in_thread(fn: Callable[[], T], limiter: trio.CapacityLimiter) -> T:
-    return await trio.to_thread.run_sync(fn, limiter=limiter)
+class DatabaseThread:
+    """The one thread the writer's transactions run on, one at a time.
+
+    A job cannot be cancelled once handed over: the caller waits for its
+    outcome whatever happens, so a transaction is never split from its
+    reply. (This is what `trio.to_thread.run_sync` with a limiter of one
+    gives, minus the thread cache, limiter and context copy it sets up for
+    each call.)
+    """
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[tuple[Callable[[], Any], trio.lowlevel.TrioToken, trio.lowlevel.Task] | None]
+        self._jobs = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._work, name="agentation-database", daemon=True)
+        self._thread.start()
+
+    def _work(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            fn, token, task = job
+            result = outcome.capture(fn)
+            token.run_sync_soon(trio.lowlevel.reschedule, task, result)
+
+    async def run(self, fn: Callable[[], T]) -> T:
+        self._jobs.put((fn, trio.lowlevel.current_trio_token(), trio.lowlevel.current_task()))
+        result: T = await trio.lowlevel.wait_task_rescheduled(lambda _: trio.lowlevel.Abort.FAILED)
+        return result
+
+    def stop(self) -> None:
+        self._jobs.put(None)
 
 
 async def _inline(fn: Callable[[], T]) -> T:
@@ -117,8 +145,24 @@ async def run_writer(
     """
     send, receive = trio.open_memory_channel[_Envelope](mailbox)
     writer = Writer(send, receive)
-    limiter = trio.CapacityLimiter(1)
+    database = DatabaseThread() if in_thread else None
+    run = database.run if database is not None else _inline
     task_status.started(writer)
+    try:
+        await _serve(writer, receive, conn, hub, run, max_batch)
+    finally:
+        if database is not None:
+            database.stop()
+
+
+async def _serve(
+    writer: Writer,
+    receive: trio.MemoryReceiveChannel[_Envelope],
+    conn: Connection,
+    hub: Hub,
+    run: Callable[[Callable[[], Any]], Awaitable[Any]],
+    max_batch: int,
+) -> None:
     async with receive:
         async for first in receive:
             batch = [first]
@@ -134,10 +178,7 @@ async def run_writer(
             ) -> list[outcome.Outcome[tuple[Any, list[Event]]]]:
                 return commit_batch(conn, commands)
 
-            if in_thread:
-                results = await _in_thread(transaction, limiter)
-            else:
-                results = await _inline(transaction)
+            results = await run(transaction)
             writer.commands += len(batch)
             writer.batches += 1
             writer.largest_batch = max(writer.largest_batch, len(batch))
