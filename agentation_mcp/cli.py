@@ -46,8 +46,15 @@ def _configure_logging() -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.INFO)
-    for noisy in ("mcp", "httpx", "httpx2", "hypercorn"):
+    for noisy in ("mcp", "httpx", "httpx2"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # Lines are the message alone (one per HTTP request, as the reference logs them):
+    # skip gathering the caller, thread and process of each record (logging's own
+    # documented optimisation switches).
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
 
 
 def _server(argv: Sequence[str]) -> int:

@@ -133,4 +133,4 @@ def _query(request: Request) -> dict[str, str]:
 
 
 async def _respond_json(request: Request, status: int, body: Any, cors: Headers) -> None:
-    await request.respond(status, [*cors, _JSON], json_bytes(body))
+    await request.respond(status, [*cors, _JSON], body if isinstance(body, bytes) else json_bytes(body))

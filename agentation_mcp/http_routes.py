@@ -47,9 +47,12 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant, parse_float=parse_js_float)
+
+
 def decode_json(raw: bytes) -> Any:
     """A request body as JSON, numbers as JavaScript holds them; raises `ValueError`."""
-    return json.loads(raw, parse_constant=_reject_constant, parse_float=parse_js_float)
+    return _DECODER.decode(raw.decode("utf-8"))
 
 
 async def json_body(request: Request) -> Any:
@@ -85,14 +88,17 @@ class JsonRoutes:
         self.fire_webhooks = fire_webhooks
 
     async def handle(self, request: Request, parts: list[str]) -> tuple[int, Any]:
-        """(status, JSON body) for the route `parts` names; raises `HttpError` or `AgentationError`."""
+        """(status, JSON body) for the route `parts` names; raises `HttpError` or `AgentationError`.
+
+        The body is an object to encode, or `bytes` already encoded.
+        """
         reader, writer = self.reader, self.writer
         match request.method, parts:
             case "GET", ["sessions"]:
                 return 200, reader.list_sessions()
             case "POST", ["sessions"]:
                 body = await json_body(request)
-                return 201, await writer.submit(CreateSession.from_body(body))
+                return 201, await writer.submit_json(CreateSession.from_body(body))
             case "GET", ["sessions", session_id]:
                 return 200, reader.get_session(session_id)
             case "GET", ["sessions", session_id, "pending"]:
@@ -103,7 +109,7 @@ class JsonRoutes:
                 return 200, {"count": len(pending), "annotations": pending}
             case "POST", ["sessions", session_id, "annotations"]:
                 body = await json_body(request)
-                return 201, await writer.submit(CreateAnnotation.from_body(session_id, body))
+                return 201, await writer.submit_json(CreateAnnotation.from_body(session_id, body))
             case "POST", ["sessions", session_id, "action"]:
                 body = await json_body(request)
                 if not reader.session_exists(session_id):
@@ -113,13 +119,13 @@ class JsonRoutes:
                 return 200, reader.get_annotation(annotation_id)
             case "PATCH", ["annotations", annotation_id]:
                 body = await json_body(request)
-                return 200, await writer.submit(UpdateAnnotation.from_body(annotation_id, body))
+                return 200, await writer.submit_json(UpdateAnnotation.from_body(annotation_id, body))
             case "DELETE", ["annotations", annotation_id]:
-                return 200, await writer.submit(DeleteAnnotation(annotation_id))
+                return 200, await writer.submit_json(DeleteAnnotation(annotation_id))
             case "POST", ["annotations", annotation_id, "thread"]:
                 body = await json_body(request)
                 message = NewThreadMessage.from_body(body)
-                return 201, await writer.submit(AddThreadMessage(annotation_id, message))
+                return 201, await writer.submit_json(AddThreadMessage(annotation_id, message))
         raise NOT_FOUND
 
     async def _request_action(self, command: RequestAction) -> JsonObject:

@@ -187,7 +187,14 @@ class Request:
 
     async def body(self) -> bytes:
         """The whole body; raises `BodyTooLarge` or `ClientGone` (and answers 408 itself on a timeout)."""
-        return b"".join([piece async for piece in self.body_chunks()])
+        message = self._message
+        while not message.complete and not message.overflow:
+            await self._conn.read_body(message)
+        if message.overflow:
+            raise BodyTooLarge
+        body = b"".join(message.body)
+        message.body.clear()
+        return body
 
     def body_chunks(self) -> _BodyIterator:
         """The body as it arrives; raises `BodyTooLarge` or `ClientGone`."""
@@ -382,25 +389,26 @@ class _Connection:
 
     async def next_message(self) -> _Message | None:
         """The next request whose head is complete; None when the client is done."""
-        if self.messages and self.messages[0].head_complete:
-            return self.messages[0]
-        with trio.move_on_after(self.limits.idle_timeout) as idle:
-            while not self.messages:
+        messages = self.messages
+        if messages and messages[0].head_complete:
+            return messages[0]
+        # One scope for both waits: idle until the request's first byte, then the head timeout.
+        with trio.move_on_after(self.limits.idle_timeout) as scope:
+            if messages:
+                scope.deadline = trio.current_time() + self.limits.head_timeout
+            while not (messages and messages[0].head_complete):
                 data = await self._receive()
                 if not data:
                     return None
+                started = bool(messages)
                 self._feed(data)
-        if idle.cancelled_caught:
-            return None
-        with trio.move_on_after(self.limits.head_timeout) as slow:
-            while not self.messages[0].head_complete:
-                data = await self._receive()
-                if not data:
-                    return None
-                self._feed(data)
-        if slow.cancelled_caught:
+                if not started and messages:
+                    scope.deadline = trio.current_time() + self.limits.head_timeout
+        if scope.cancelled_caught:
+            if not messages:
+                return None
             raise _Closing(408, "Request headers took too long")
-        return self.messages[0]
+        return messages[0]
 
     async def read_body(self, message: _Message) -> None:
         """Read until more of `message`'s body has arrived."""

@@ -117,7 +117,7 @@ def _rows(conn: apsw.Connection, sql: str, params: Sequence[Any] | Mapping[str, 
         names = [d[0] for d in cursor.get_description()]
     except apsw.ExecutionCompleteError:
         return []
-    return [dict(zip(names, row, strict=True)) for row in cursor]
+    return [dict(zip(names, row, strict=False)) for row in cursor]
 
 
 def _one(conn: apsw.Connection, sql: str, params: Sequence[Any] = ()) -> JsonObject | None:
@@ -426,33 +426,52 @@ def _update_annotation(conn: apsw.Connection, cmd: c.UpdateAnnotation) -> Applie
         sets["extra"] = to_json(extra)
     assignments = ", ".join(f"{column} = ?" for column in sets)
     conn.execute(f"UPDATE annotations SET {assignments} WHERE id = ?", [*sets.values(), cmd.annotation_id])
-    annotation = get_annotation(conn, cmd.annotation_id)
+    # The row as it now stands, without reading it back: every value set is already in the form SQLite
+    # returns for its column (text, JSON text, 0/1, numbers).
+    row.update(sets)
+    annotation = annotation_from_row(row)
     events = [PendingEvent(ANNOTATION_UPDATED, annotation["sessionId"], annotation)]
     if cmd.message is not None:
-        return _add_message(conn, cmd.annotation_id, cmd.message, events)
+        return _add_message(conn, cmd.annotation_id, cmd.message, events, row)
     return annotation, events
 
 
 def _add_message(
-    conn: apsw.Connection, annotation_id: str, message: c.NewThreadMessage, events: list[PendingEvent]
+    conn: apsw.Connection,
+    annotation_id: str,
+    message: c.NewThreadMessage,
+    events: list[PendingEvent],
+    row: JsonObject | None = None,
 ) -> Applied:
-    row = _annotation_row(conn, annotation_id)
-    thread = from_json(row["thread"]) if row["thread"] else []
-    if not isinstance(thread, list):
-        thread = []
+    if row is None:
+        row = _annotation_row(conn, annotation_id)
     entry = {"id": new_id(), "role": message.role, "content": message.content, "timestamp": now_ms()}
-    thread.append(entry)
+    sets = {"thread": _append_to_array(row["thread"], to_json(entry)), "updated_at": now_iso()}
     conn.execute(
         "UPDATE annotations SET thread = ?, updated_at = ? WHERE id = ?",
-        (to_json(thread), now_iso(), annotation_id),
+        (sets["thread"], sets["updated_at"], annotation_id),
     )
-    annotation = get_annotation(conn, annotation_id)
+    row.update(sets)
+    annotation = annotation_from_row(row)
     session_id = annotation["sessionId"]
     events += [
         PendingEvent(ANNOTATION_UPDATED, session_id, annotation),
         PendingEvent(THREAD_MESSAGE, session_id, entry),
     ]
     return annotation, events
+
+
+def _append_to_array(stored: Any, item_json: str) -> str:
+    """The JSON array text `stored` with `item_json` added at the end, without decoding what is there.
+
+    Anything but an array (nothing yet, or a value some other client wrote) starts a new one.
+    """
+    text = stored.rstrip() if isinstance(stored, str) else ""
+    if not (text.startswith("[") and text.endswith("]")):
+        return f"[{item_json}]"
+    if text[1:-1].strip() == "":
+        return f"[{item_json}]"
+    return f"{text[:-1]},{item_json}]"
 
 
 def _delete_annotation(conn: apsw.Connection, cmd: c.DeleteAnnotation) -> Applied:

@@ -33,7 +33,7 @@ import trio
 from .commands import Command
 from .errors import StoreClosed
 from .hub import Hub
-from .models import Event
+from .models import Event, json_bytes
 from .store import Connection, commit_batch
 
 T = TypeVar("T")
@@ -74,6 +74,23 @@ class Writer:
 
         Raises the command's `AgentationError`, or `StoreClosed` after `close`.
         """
+        result, _ = await self._committed(command)
+        return result
+
+    async def submit_json(self, command: Command) -> bytes:
+        """`submit`, with the result as compact JSON.
+
+        When the result is also the payload of an event the command caused (a
+        created or changed annotation), the JSON the event already carries is
+        reused instead of encoding the same object again.
+        """
+        result, events = await self._committed(command)
+        for event in events:
+            if event.payload is result and event.payload_json is not None:
+                return event.payload_json.encode()
+        return json_bytes(result)
+
+    async def _committed(self, command: Command) -> tuple[Any, list[Event]]:
         reply = _Reply()
         try:
             await self._send.send(_Envelope(command, reply))
@@ -81,7 +98,8 @@ class Writer:
             raise StoreClosed() from None
         await reply.done.wait()
         assert reply.result is not None
-        return reply.result.unwrap()
+        committed: tuple[Any, list[Event]] = reply.result.unwrap()
+        return committed
 
     def close(self) -> None:
         """Stop taking commands; those already queued are still committed."""
@@ -186,5 +204,5 @@ async def _serve(
                 if isinstance(result, outcome.Value):
                     hub.publish(result.value[1])
             for envelope, result in zip(batch, results, strict=True):
-                envelope.reply.result = outcome.Value(result.value[0]) if isinstance(result, outcome.Value) else result
+                envelope.reply.result = result
                 envelope.reply.done.set()
