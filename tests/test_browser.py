@@ -8,7 +8,7 @@ another, so every request is cross-origin, as in real use.
 
 Which server: `AGENTATION_E2E_SERVER=ours` (default, `python -m agentation_mcp
 server`) or `reference` (the npm agentation-mcp 1.3.2, from
-`AGENTATION_REF_CLI`, default /work/ref/node_modules/agentation-mcp/dist/cli.js).
+`AGENTATION_REF_CLI`, default where scripts/install-reference installs it).
 
 Needs /usr/bin/chromium and tests/browser/node_modules, both installed by
 scripts/install-browser-deps; the tests skip without them.
@@ -44,10 +44,20 @@ from mcp.client.stdio import StdioServerParameters, stdio_client
 
 from .conftest import server_env, tool_json, tool_text
 
+
+def _reference_cli() -> Path:
+    """`AGENTATION_REF_CLI`, else where scripts/install-reference installs the reference."""
+    if named := os.environ.get("AGENTATION_REF_CLI"):
+        return Path(named)
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    folder = Path(os.environ.get("AGENTATION_REF_DIR") or cache / "agentation-mcp" / "reference")
+    return folder / "node_modules" / "agentation-mcp" / "dist" / "cli.js"
+
+
 BROWSER_DIR = Path(__file__).parent / "browser"
 PAGE_SOURCE = BROWSER_DIR / "src" / "page.jsx"
 CHROMIUM = Path(os.environ.get("AGENTATION_E2E_CHROMIUM", "/usr/bin/chromium"))
-REF_CLI = Path(os.environ.get("AGENTATION_REF_CLI", "/work/ref/node_modules/agentation-mcp/dist/cli.js"))
+REF_CLI = _reference_cli()
 SERVER_KIND = os.environ.get("AGENTATION_E2E_SERVER", "ours")
 HOST = "127.0.0.1"
 

@@ -1,7 +1,7 @@
 """The npm reference 1.3.2 and this server writing one store file at the same time.
 
-Needs `node` and the reference installed (`npm install agentation-mcp@1.3.2`,
-its better-sqlite3 built); the path comes from `AGENTATION_REF_CLI`. CI does
+Needs `node` and the reference installed (`scripts/install-reference`, or
+`AGENTATION_REF_CLI` naming its `dist/cli.js`). CI does
 not install the reference, so there this test skips; it is the evidence for
 the "both on one file" promise when run where the reference is installed.
 """
@@ -27,7 +27,17 @@ from .test_processes import wait_for_log
 
 pytestmark = pytest.mark.anyio
 
-REF_CLI = Path(os.environ.get("AGENTATION_REF_CLI", "/work/ref/node_modules/agentation-mcp/dist/cli.js"))
+
+def _reference_cli() -> Path:
+    """`AGENTATION_REF_CLI`, else where scripts/install-reference installs the reference."""
+    if named := os.environ.get("AGENTATION_REF_CLI"):
+        return Path(named)
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    folder = Path(os.environ.get("AGENTATION_REF_DIR") or cache / "agentation-mcp" / "reference")
+    return folder / "node_modules" / "agentation-mcp" / "dist" / "cli.js"
+
+
+REF_CLI = _reference_cli()
 
 
 def _reference(home: Path, port: int) -> subprocess.Popen[bytes]:
