@@ -25,6 +25,8 @@ as a chunked stream (`start_stream`, `send`, `end_stream`), while
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -254,6 +256,20 @@ class Request:
         if not keep:
             self._message.keep_alive = False
         return b"".join(parts)
+
+    def direct_socket(self) -> socket.socket | None:
+        """A second handle on the connection's socket, for writes that must not wait; None without a socket.
+
+        Writes through it are non-blocking and bypass trio: only one writer
+        may use the connection at a time (the caller's job), and the caller
+        closes the handle (the connection itself stays open).
+        """
+        stream = self._conn.stream
+        if not isinstance(stream, trio.SocketStream):
+            return None
+        sock = socket.socket(fileno=os.dup(stream.socket.fileno()))
+        sock.setblocking(False)
+        return sock
 
     # --- the client going away ---------------------------------------------------------
 

@@ -14,6 +14,9 @@ Invariants:
   published first; an event at or below `last_published` is dropped as a repeat.
 * Other processes' commits are noticed by `run_tail`, which polls
   `PRAGMA data_version` on the read connection while anyone is subscribed.
+* A sink is a subscriber that is called with each event as it is published,
+  for a consumer that never waits (the SSE fan-out, which only writes to
+  sockets that can take the bytes at once). A sink must not raise.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import trio
 
 from .models import Event
 
+Sink = Callable[[Event], None]
 ReadEvents = Callable[[int, int | None], list[Event]]
 """`read(after, upto)`: persisted events with `after < sequence <= upto`, in order (a page of them)."""
 
@@ -65,6 +69,7 @@ class Hub:
         self._read_events = read_events
         self._buffer = buffer
         self._subscribers: set[Subscription] = set()
+        self._sinks: list[Sink] = []
         self._subscriber_arrived = trio.Event()
         self.last_published = last_sequence
         self._published = 0
@@ -78,7 +83,7 @@ class Hub:
         for event in events:
             if event.sequence <= self.last_published:
                 continue
-            if not self._subscribers:
+            if not self._subscribers and not self._sinks:
                 # Nobody to deliver to: skip the table read for any gap.
                 self.last_published = event.sequence
                 self._published += 1
@@ -102,6 +107,8 @@ class Hub:
     def _deliver(self, event: Event) -> None:
         self.last_published = event.sequence
         self._published += 1
+        for sink in self._sinks:
+            sink(event)
         for sub in tuple(self._subscribers):
             if not sub.deliver(event):
                 self._subscribers.discard(sub)
@@ -120,6 +127,14 @@ class Hub:
             self._subscribers.discard(sub)
             sub.close()
             sub.receive.close()
+
+    def add_sink(self, sink: Sink) -> None:
+        """Call `sink` with every event published from now on, until `remove_sink`."""
+        self._sinks.append(sink)
+        self._subscriber_arrived.set()
+
+    def remove_sink(self, sink: Sink) -> None:
+        self._sinks.remove(sink)
 
     def backlog(self, after: int) -> Iterator[Event]:
         """Persisted events with a sequence above `after`, read from the table page by page."""
@@ -150,7 +165,7 @@ class Hub:
         """Publish commits made by other processes; polls only while someone listens."""
         seen = data_version()
         while True:
-            while not self._subscribers:
+            while not self._subscribers and not self._sinks:
                 # Only this loop replaces the event, and only after checking: no wake-up is lost.
                 self._subscriber_arrived = trio.Event()
                 await self._subscriber_arrived.wait()

@@ -1,13 +1,15 @@
 """The SSE endpoints (`/events`, `/sessions/:id/events`) and the registry of open streams.
 
-A stream subscribes to the hub first, then replays what the store holds
-after its cursor (`Last-Event-ID`, or now), then follows live events,
-dropping repeats by sequence; a stream that falls behind the hub is cut off
-there and catches up from the table again, so nothing is missed or
-repeated. Replay goes out a page at a time, framed straight from the stored
-JSON. A live event is framed once for every listener: each listener only
-writes those bytes to its socket, and sends whatever has queued up for it
-in one write.
+A stream joins the fan-out first, then replays what the store holds after
+its cursor (`Last-Event-ID`, or now), then follows live events, dropping
+repeats by sequence; a stream that falls too far behind is cut off and
+catches up from the table again, so nothing is missed or repeated. Replay
+goes out a page at a time, framed straight from the stored JSON.
+
+The fan-out is a hub sink: each live event is framed once, and written to
+each stream's socket at once when the socket can take it (one encoding and
+N socket writes, no task switch per listener); a stream whose socket is
+full gets the frame queued for its own task to write.
 
 The registry answers `/status` and the `delivered.sseListeners` count of an
 action request.
@@ -15,22 +17,22 @@ action request.
 
 from __future__ import annotations
 
-from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+import socket
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 
 import trio
 
 from . import sse
 from .http_wire import ClientGone, Headers, Request, chunk
-from .hub import Hub, Subscription
+from .hub import Hub
 from .models import ANNOTATION_CREATED, Event, now_iso
 from .store import StoreReader
 
 _FRAME_CACHE = 512
 _REPLAY_PAGE = 1000
-_LIVE_BATCH = 64
-_Write = Callable[[bytes], Awaitable[None]]
+_WRITE_SIZE = 256 * 1024
+_MAX_QUEUED = 4 * 1024 * 1024  # bytes waiting for one slow stream before it is cut off
 
 
 @dataclass(eq=False, slots=True)
@@ -80,8 +82,61 @@ class Listeners:
         return sum(1 for listener in tuple(self._open) if listener.agent and self.wants(listener, session_id))
 
 
+class _Stream:
+    """One SSE stream as the fan-out sees it: where to write, and what waits to be written.
+
+    The fan-out writes a frame straight to the socket when nothing is queued
+    and the socket takes it whole; otherwise it queues the frame (with its
+    sequence, or 0 for bytes that must go out regardless) and wakes the
+    stream's task, which writes the queue with trio. Past `_MAX_QUEUED`
+    bytes the stream is cut off from the fan-out (`lagged`) and catches up
+    from the table instead.
+    """
+
+    __slots__ = ("busy", "chunked", "cursor", "lagged", "listener", "queue", "queued", "sock", "wake")
+
+    def __init__(self, listener: Listener, sock: socket.socket | None, chunked: bool, cursor: int) -> None:
+        self.listener = listener
+        self.sock = sock
+        self.chunked = chunked
+        self.cursor = cursor  # the last sequence written
+        self.queue: deque[tuple[int, bytes]] = deque()
+        self.queued = 0
+        self.busy = True  # the stream's task is writing: the fan-out only queues
+        self.lagged = False
+        self.wake = trio.Event()
+
+    def offer(self, sequence: int, data: bytes) -> None:
+        if self.lagged:
+            return
+        if self.busy or self.queue or self.sock is None:
+            # The task owns the cursor while it writes; it drops repeats as it goes.
+            self._enqueue(sequence, data)
+            return
+        if sequence:
+            if sequence <= self.cursor:
+                return
+            self.cursor = sequence
+        try:
+            sent = self.sock.send(data)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            self.wake.set()  # broken: the task finds out when it writes
+            return
+        if sent < len(data):
+            self._enqueue(0, data[sent:])
+
+    def _enqueue(self, sequence: int, data: bytes) -> None:
+        self.queue.append((sequence, data))
+        self.queued += len(data)
+        if self.queued > _MAX_QUEUED:
+            self.lagged = True
+        self.wake.set()
+
+
 class EventStreams:
-    """Serves the SSE endpoints of one server process."""
+    """Serves the SSE endpoints of one server process, and fans live events out to them."""
 
     def __init__(self, hub: Hub, reader: StoreReader, listeners: Listeners, ping_interval: float) -> None:
         self.hub = hub
@@ -89,6 +144,7 @@ class EventStreams:
         self.listeners = listeners
         self.ping_interval = ping_interval
         self._frames: OrderedDict[int, tuple[bytes, bytes]] = OrderedDict()
+        self._live: set[_Stream] = set()
 
     def _framed(self, event: Event) -> tuple[bytes, bytes]:
         """The event's frame, plain and as one chunk, encoded once however many listeners send it."""
@@ -100,19 +156,41 @@ class EventStreams:
                 self._frames.popitem(last=False)
         return framed
 
+    def _fan_out(self, event: Event) -> None:
+        """The hub's sink: offer the event to every live stream that wants it."""
+        wants = self.listeners.wants
+        framed = None
+        for stream in tuple(self._live):
+            if stream.lagged:
+                self._leave(stream)
+                continue
+            if wants(stream.listener, event.session_id):
+                if framed is None:
+                    framed = self._framed(event)
+                stream.offer(event.sequence, framed[1] if stream.chunked else framed[0])
+                if stream.lagged:
+                    self._leave(stream)
+
+    def _join(self, stream: _Stream) -> None:
+        if not self._live:
+            self.hub.add_sink(self._fan_out)
+        self._live.add(stream)
+
+    def _leave(self, stream: _Stream) -> None:
+        if stream in self._live:
+            self._live.discard(stream)
+            if not self._live:
+                self.hub.remove_sink(self._fan_out)
+
     async def serve(self, request: Request, cors: Headers, session_id: str | None, query: dict[str, str]) -> None:
         agent = query.get("agent") == "true"
         domain = query.get("domain") if session_id is None else None
         listener = Listener(agent=agent, session_id=session_id, domain=domain)
         resume = sse.parse_last_event_id(request.headers.get("last-event-id"))
         cursor = self.reader.last_sequence() if resume is None else resume
-        lock = trio.Lock()
-
-        async def write(data: bytes) -> None:
-            async with lock:
-                await request.send(data)
-
         self.listeners.add(listener)
+        sock = request.direct_socket()
+        stream = _Stream(listener, sock, request.chunked, cursor)
         try:
             await request.start_stream(
                 200,
@@ -123,54 +201,64 @@ class EventStreams:
                     (b"x-accel-buffering", b"no"),
                 ],
             )
-            await write(sse.connected(domain))
+            await request.send(sse.connected(domain))
             if agent and session_id is None:
-                await write(self._initial_sync(domain))
+                await request.send(self._initial_sync(domain))
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_cancel_on_disconnect, request, nursery.cancel_scope)
-                nursery.start_soon(self._keepalive, write)
-                await self._follow(request, listener, cursor, lock)
+                nursery.start_soon(self._keepalive, stream, request.chunked)
+                await self._pump(request, stream)
         except ClientGone:
             pass
         finally:
             # The stream ends with the connection: it is never marked as answered in full.
+            self._leave(stream)
             self.listeners.discard(listener)
+            if sock is not None:
+                sock.close()
 
-    async def _follow(self, request: Request, listener: Listener, cursor: int, lock: trio.Lock) -> None:
-        """Replay from `cursor`, then send live events, forever; a lag goes back to the table."""
+    async def _pump(self, request: Request, stream: _Stream) -> None:
+        """Replay from the stream's cursor, then write whatever the fan-out queues, forever.
+
+        Joining the fan-out before reading the table means no event falls
+        between the two; the cursor drops what both deliver. A lag leaves the
+        fan-out and comes back here to the table.
+        """
         wants = self.listeners.wants
         while True:
-            with self.hub.subscribe() as sub:
-                while page := self.reader.event_rows_after(cursor, _REPLAY_PAGE):
-                    frames = [sse.frame(*row) for row in page if wants(listener, row[1])]
-                    cursor = page[-1][2]
-                    if frames:
-                        async with lock:
-                            await request.send(b"".join(frames))
-                cursor = await self._live(request, listener, sub, cursor, lock)
-            if not sub.lagged:
-                return
-
-    async def _live(self, request: Request, listener: Listener, sub: Subscription, cursor: int, lock: trio.Lock) -> int:
-        wants = self.listeners.wants
-        async for first in sub.receive:
-            events = [first]
-            while len(events) < _LIVE_BATCH:
-                try:
-                    events.append(sub.receive.receive_nowait())
-                except (trio.WouldBlock, trio.EndOfChannel):
+            stream.busy = True
+            stream.lagged = False
+            self._join(stream)
+            while page := self.reader.event_rows_after(stream.cursor, _REPLAY_PAGE):
+                frames = [sse.frame(*row) for row in page if wants(stream.listener, row[1])]
+                stream.cursor = max(stream.cursor, page[-1][2])
+                if frames:
+                    await request.send(b"".join(frames))
+            while True:
+                await self._write_queue(request, stream)
+                if stream.lagged:
                     break
-            fresh = [e for e in events if e.sequence > cursor and wants(listener, e.session_id)]
-            cursor = max(cursor, events[-1].sequence)
-            if not fresh:
-                continue
-            async with lock:
-                if len(fresh) == 1:
-                    raw, chunked = self._framed(fresh[0])
-                    await request.send_encoded(chunked if request.chunked else raw)
-                else:
-                    await request.send(b"".join(self._framed(e)[0] for e in fresh))
-        return cursor
+                stream.busy = False
+                stream.wake = trio.Event()
+                await stream.wake.wait()
+                stream.busy = True
+
+    async def _write_queue(self, request: Request, stream: _Stream) -> None:
+        """Write what is queued, in order, as few writes as possible."""
+        while stream.queue:
+            pieces: list[bytes] = []
+            size = 0
+            while stream.queue and size < _WRITE_SIZE:
+                sequence, data = stream.queue.popleft()
+                stream.queued -= len(data)
+                if sequence:
+                    if sequence <= stream.cursor:
+                        continue
+                    stream.cursor = sequence
+                pieces.append(data)
+                size += len(data)
+            if pieces:
+                await request.send_encoded(b"".join(pieces))
 
     def _initial_sync(self, domain: str | None) -> bytes:
         frames: list[bytes] = []
@@ -189,10 +277,11 @@ class EventStreams:
         frames.append(sse.sync_frame(complete, "sync.complete", None))
         return b"".join(frames)
 
-    async def _keepalive(self, write: _Write) -> None:
+    async def _keepalive(self, stream: _Stream, chunked: bool) -> None:
+        ping = chunk(sse.PING) if chunked else sse.PING
         while True:
             await trio.sleep(self.ping_interval)
-            await write(sse.PING)
+            stream.offer(0, ping)
 
 
 async def _cancel_on_disconnect(request: Request, scope: trio.CancelScope) -> None:
