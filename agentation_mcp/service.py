@@ -13,6 +13,7 @@ closed.
 
 from __future__ import annotations
 
+import gc
 import logging
 import signal
 from functools import partial
@@ -130,7 +131,13 @@ async def serve(settings: Settings) -> None:
         hub = Hub(reader.events_after, reader.last_sequence())
         async with trio.open_nursery() as store_nursery:
             writer: Writer = await store_nursery.start(
-                partial(run_writer, write_conn, hub, in_thread=not location.in_memory)
+                partial(
+                    run_writer,
+                    write_conn,
+                    hub,
+                    in_thread=not location.in_memory,
+                    durable=store.WalSync.attach(write_conn, location),
+                )
             )
             try:
                 async with trio.open_nursery() as front:
@@ -145,6 +152,9 @@ async def serve(settings: Settings) -> None:
                         "no HTTP" if settings.mcp_only else f"HTTP: {display_url(settings.bind_host, settings.port)}"
                     )
                     log.info("[MCP] Agentation MCP server started on stdio (%s)", where)
+                    # Everything built so far (modules, the SDK's models) lives as long as the process:
+                    # keep it out of the collector's full passes, which otherwise show up as latency spikes.
+                    gc.freeze()
                     await serve_stdio(build_mcp_server(writer, hub, reader))
                     front.cancel_scope.cancel()
             finally:

@@ -102,6 +102,54 @@ def open_write_connection(location: StoreLocation) -> apsw.Connection:
     return conn
 
 
+class WalSync:
+    """Makes each commit durable without holding the event loop while the disk flushes.
+
+    `attach` switches the writer's connection to `synchronous=NORMAL`, so
+    COMMIT writes the WAL without waiting for the disk, and takes over
+    checkpoints from SQLite's automatic ones (a WAL hook counts the pages).
+    Calling the object, on the database thread, after COMMIT and before any
+    caller is answered, flushes the WAL file and checkpoints a WAL of
+    `CHECKPOINT_PAGES` or more. A reply still means the write survives a
+    power loss, as with `synchronous=FULL`; the fsync just happens where the
+    event loop does not wait for it.
+    """
+
+    CHECKPOINT_PAGES = 1000
+
+    def __init__(self, conn: apsw.Connection, wal_path: str) -> None:
+        self.conn = conn
+        self.wal_path = wal_path
+        self.pages = 0
+
+    @classmethod
+    def attach(cls, conn: apsw.Connection, location: StoreLocation) -> WalSync | None:
+        """The syncer for a file store in WAL mode; None (and `synchronous=FULL` kept) otherwise."""
+        if location.path is None or conn.pragma("journal_mode") != "wal":
+            return None
+        sync = cls(conn, f"{location.path}-wal")
+        conn.pragma("synchronous", "NORMAL")
+        conn.set_wal_hook(sync._count)
+        return sync
+
+    def _count(self, conn: apsw.Connection, name: str, pages: int) -> int:
+        self.pages = pages
+        return apsw.SQLITE_OK
+
+    def __call__(self) -> None:
+        fd = os.open(self.wal_path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if self.pages >= self.CHECKPOINT_PAGES:
+            try:
+                self.conn.wal_checkpoint(mode=apsw.SQLITE_CHECKPOINT_PASSIVE)
+            except apsw.BusyError:
+                return  # another process is checkpointing or writing; the next commit tries again
+            self.pages = 0
+
+
 def open_read_connection(location: StoreLocation) -> apsw.Connection:
     """A read-only connection: SQLite itself then keeps it from writing."""
     flags = apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI
@@ -120,6 +168,42 @@ def _rows(conn: apsw.Connection, sql: str, params: Sequence[Any] | Mapping[str, 
     return [dict(zip(names, row, strict=False)) for row in cursor]
 
 
+class AnnotationCache:
+    """Annotations already built from stored rows, by the row's values.
+
+    Building an annotation from its row is most of the cost of a read. The
+    key is the whole row, so any change to any column (by this process or
+    another) is a different key: nothing can go stale. Built annotations are
+    shared between reads: treat them as read-only.
+    """
+
+    def __init__(self, size: int = 2048) -> None:
+        self.size = size
+        self._built: dict[tuple[Any, ...], JsonObject] = {}
+
+    def build(self, names: Sequence[str], row: tuple[Any, ...]) -> JsonObject:
+        built = self._built.get(row)
+        if built is None:
+            built = annotation_from_row(dict(zip(names, row, strict=True)))
+            if len(self._built) >= self.size:
+                del self._built[next(iter(self._built))]
+            self._built[row] = built
+        return built
+
+
+def _annotations(
+    conn: apsw.Connection, sql: str, params: Sequence[Any] = (), cache: AnnotationCache | None = None
+) -> list[JsonObject]:
+    cursor = conn.execute(sql, params)
+    try:
+        names = [d[0] for d in cursor.get_description()]
+    except apsw.ExecutionCompleteError:
+        return []
+    if cache is None:
+        return [annotation_from_row(dict(zip(names, row, strict=True))) for row in cursor]
+    return [cache.build(names, row) for row in cursor]
+
+
 def _one(conn: apsw.Connection, sql: str, params: Sequence[Any] = ()) -> JsonObject | None:
     rows = _rows(conn, sql, params)
     return rows[0] if rows else None
@@ -133,13 +217,13 @@ def list_sessions(conn: apsw.Connection) -> list[JsonObject]:
     return [session_from_row(r) for r in _rows(conn, "SELECT * FROM sessions ORDER BY created_at DESC, rowid DESC")]
 
 
-def get_session(conn: apsw.Connection, session_id: str) -> JsonObject:
+def get_session(conn: apsw.Connection, session_id: str, cache: AnnotationCache | None = None) -> JsonObject:
     """A session with all its annotations (by timestamp); raises `SessionNotFound`."""
     row = _one(conn, "SELECT * FROM sessions WHERE id = ?", (session_id,))
     if row is None:
         raise SessionNotFound(session_id)
     session = session_from_row(row)
-    session["annotations"] = session_annotations(conn, session_id)
+    session["annotations"] = session_annotations(conn, session_id, cache)
     return session
 
 
@@ -147,44 +231,45 @@ def session_exists(conn: apsw.Connection, session_id: str) -> bool:
     return conn.execute("SELECT 1 FROM sessions WHERE id = ?", (session_id,)).get is not None
 
 
-def session_annotations(conn: apsw.Connection, session_id: str) -> list[JsonObject]:
-    rows = _rows(conn, "SELECT * FROM annotations WHERE session_id = ? ORDER BY timestamp, rowid", (session_id,))
-    return [annotation_from_row(r) for r in rows]
+def session_annotations(
+    conn: apsw.Connection, session_id: str, cache: AnnotationCache | None = None
+) -> list[JsonObject]:
+    sql = "SELECT * FROM annotations WHERE session_id = ? ORDER BY timestamp, rowid"
+    return _annotations(conn, sql, (session_id,), cache)
 
 
-def get_annotation(conn: apsw.Connection, annotation_id: str) -> JsonObject:
+def get_annotation(conn: apsw.Connection, annotation_id: str, cache: AnnotationCache | None = None) -> JsonObject:
     """One annotation in its stored form; raises `AnnotationNotFound`."""
-    row = _one(conn, "SELECT * FROM annotations WHERE id = ?", (annotation_id,))
-    if row is None:
+    found = _annotations(conn, "SELECT * FROM annotations WHERE id = ?", (annotation_id,), cache)
+    if not found:
         raise AnnotationNotFound(annotation_id)
-    return annotation_from_row(row)
+    return found[0]
 
 
-def annotations_by_id(conn: apsw.Connection, annotation_ids: Iterable[str]) -> dict[str, JsonObject]:
+def annotations_by_id(
+    conn: apsw.Connection, annotation_ids: Iterable[str], cache: AnnotationCache | None = None
+) -> dict[str, JsonObject]:
     ids = list(dict.fromkeys(annotation_ids))
     if not ids:
         return {}
     marks = ",".join("?" * len(ids))
-    rows = _rows(conn, f"SELECT * FROM annotations WHERE id IN ({marks})", ids)
-    return {r["id"]: annotation_from_row(r) for r in rows}
+    found = _annotations(conn, f"SELECT * FROM annotations WHERE id IN ({marks})", ids, cache)
+    return {annotation["id"]: annotation for annotation in found}
 
 
-def pending_annotations(conn: apsw.Connection, session_id: str | None = None) -> list[JsonObject]:
+def pending_annotations(
+    conn: apsw.Connection, session_id: str | None = None, cache: AnnotationCache | None = None
+) -> list[JsonObject]:
     """Pending annotations: of one session, or of all (sessions newest first), each by timestamp."""
     if session_id is not None:
-        rows = _rows(
-            conn,
-            "SELECT * FROM annotations WHERE session_id = ? AND status = 'pending' ORDER BY timestamp, rowid",
-            (session_id,),
-        )
-    else:
-        rows = _rows(
-            conn,
-            "SELECT a.* FROM annotations AS a JOIN sessions AS s ON s.id = a.session_id "
-            "WHERE a.status = 'pending' "
-            "ORDER BY s.created_at DESC, s.rowid DESC, a.timestamp, a.rowid",
-        )
-    return [annotation_from_row(r) for r in rows]
+        sql = "SELECT * FROM annotations WHERE session_id = ? AND status = 'pending' ORDER BY timestamp, rowid"
+        return _annotations(conn, sql, (session_id,), cache)
+    sql = (
+        "SELECT a.* FROM annotations AS a JOIN sessions AS s ON s.id = a.session_id "
+        "WHERE a.status = 'pending' "
+        "ORDER BY s.created_at DESC, s.rowid DESC, a.timestamp, a.rowid"
+    )
+    return _annotations(conn, sql, (), cache)
 
 
 def _event_from_row(row: Mapping[str, Any]) -> Event:
@@ -299,27 +384,39 @@ def commit_batch(conn: apsw.Connection, commands: Sequence[c.Command]) -> list[C
     outcome; the others commit together. Retries while another process
     holds the write lock, then fails every command with `StoreBusy`.
     """
-    for attempt in range(BUSY_RETRIES + 1):
+    for _ in range(BUSY_RETRIES):
         try:
-            conn.execute("BEGIN IMMEDIATE")
+            return _commit_once(conn, commands)
         except apsw.BusyError:
-            if attempt == BUSY_RETRIES:
-                return [outcome.Error(StoreBusy()) for _ in commands]
             continue
-        try:
-            results = [_apply_in_savepoint(conn, command) for command in commands]
-            conn.execute("COMMIT")
-        except apsw.BusyError:
+    try:
+        return _commit_once(conn, commands)
+    except apsw.BusyError:
+        return [outcome.Error(StoreBusy()) for _ in commands]
+
+
+def try_commit_batch(conn: apsw.Connection, commands: Sequence[c.Command]) -> list[Committed] | None:
+    """`commit_batch` if the write lock is free right now; None, with nothing done, if another process holds it."""
+    conn.set_busy_timeout(0)
+    try:
+        return _commit_once(conn, commands)
+    except apsw.BusyError:
+        return None
+    finally:
+        conn.set_busy_timeout(BUSY_TIMEOUT_MS)
+
+
+def _commit_once(conn: apsw.Connection, commands: Sequence[c.Command]) -> list[Committed]:
+    """One try; raises `apsw.BusyError`, with everything rolled back, while another process holds the lock."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        results = [_apply_in_savepoint(conn, command) for command in commands]
+        conn.execute("COMMIT")
+    except BaseException:
+        if not conn.get_autocommit():
             conn.execute("ROLLBACK")
-            if attempt == BUSY_RETRIES:
-                return [outcome.Error(StoreBusy()) for _ in commands]
-            continue
-        except BaseException:
-            if not conn.get_autocommit():
-                conn.execute("ROLLBACK")
-            raise
-        return results
-    raise AssertionError("unreachable")
+        raise
+    return results
 
 
 def _apply_in_savepoint(conn: apsw.Connection, command: c.Command) -> Committed:
@@ -497,16 +594,20 @@ def _request_action(conn: apsw.Connection, cmd: c.RequestAction) -> Applied:
 
 
 class StoreReader:
-    """The read functions above, bound to the read-only connection the edges use."""
+    """The read functions above, bound to the read-only connection the edges use.
+
+    Annotations it returns come from its `AnnotationCache`: read-only.
+    """
 
     def __init__(self, conn: apsw.Connection) -> None:
         self.conn = conn
+        self.cache = AnnotationCache()
 
     def list_sessions(self) -> list[JsonObject]:
         return list_sessions(self.conn)
 
     def get_session(self, session_id: str) -> JsonObject:
-        return get_session(self.conn, session_id)
+        return get_session(self.conn, session_id, self.cache)
 
     def session_exists(self, session_id: str) -> bool:
         return session_exists(self.conn, session_id)
@@ -516,13 +617,13 @@ class StoreReader:
         return value if isinstance(value, str) else None
 
     def get_annotation(self, annotation_id: str) -> JsonObject:
-        return get_annotation(self.conn, annotation_id)
+        return get_annotation(self.conn, annotation_id, self.cache)
 
     def annotations_by_id(self, annotation_ids: Iterable[str]) -> dict[str, JsonObject]:
-        return annotations_by_id(self.conn, annotation_ids)
+        return annotations_by_id(self.conn, annotation_ids, self.cache)
 
     def pending_annotations(self, session_id: str | None = None) -> list[JsonObject]:
-        return pending_annotations(self.conn, session_id)
+        return pending_annotations(self.conn, session_id, self.cache)
 
     def events_after(self, after: int, upto: int | None = None, session_id: str | None = None) -> list[Event]:
         return events_after(self.conn, after, upto=upto, session_id=session_id)

@@ -9,22 +9,29 @@ Invariants:
   `max_batch`) into one `BEGIN IMMEDIATE` transaction, each inside its own
   SAVEPOINT, so one failing command is rolled back alone and one fsync
   acknowledges them all.
-* The transaction is one synchronous function with no `await` in it, run on
-  the database thread (`DatabaseThread`); cancellation
-  cannot split it, and the event loop keeps serving while SQLite fsyncs.
-* A reply means committed: callers get their result, and the hub the events,
-  only after COMMIT. A caller cancelled while waiting may still have had its
-  command committed.
+* The transaction is one synchronous function with no `await` in it, so
+  cancellation cannot split it. It runs on the trio thread when the write
+  lock is free (measured: cheaper than handing every batch to a thread,
+  where the batch's Python work and the event loop fight over the GIL), and
+  on the database thread (`DatabaseThread`) when it must wait for another
+  process's lock. The disk flush that makes it durable runs on the database
+  thread too (`durable`, see `store.WalSync`), so the event loop keeps
+  serving while the disk works.
+* A reply means committed and flushed: callers get their result, and the hub
+  the events, only after COMMIT and the flush. A caller cancelled while
+  waiting may still have had its command committed.
 * Closing the writer lets it finish everything already queued, commit it and
   return.
 """
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, TypeVar
 
 import outcome
@@ -34,9 +41,10 @@ from .commands import Command
 from .errors import StoreClosed
 from .hub import Hub
 from .models import Event, json_bytes
-from .store import Connection, commit_batch
+from .store import Connection, commit_batch, try_commit_batch
 
 T = TypeVar("T")
+log = logging.getLogger("agentation_mcp")
 
 
 @dataclass(slots=True)
@@ -142,32 +150,31 @@ class DatabaseThread:
         self._jobs.put(None)
 
 
-async def _inline(fn: Callable[[], T]) -> T:
-    return fn()
-
-
 async def run_writer(
     conn: Connection,
     hub: Hub,
     *,
     in_thread: bool = True,
+    durable: Callable[[], None] | None = None,
     mailbox: int = 64,
     max_batch: int = 256,
     task_status: trio.TaskStatus[Writer] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Own `conn` until the writer is closed; reports its `Writer` handle when ready.
 
-    `in_thread=False` runs transactions on the trio thread itself: for the
-    in-memory store, where there is no fsync to wait for, and for tests on
-    trio's virtual clock.
+    Each batch runs on the trio thread when the write lock is free at once,
+    and on the database thread when another process holds it (waiting for a
+    lock must not stop the event loop). `durable`, when given, runs on the
+    database thread after each COMMIT and before any caller hears of it
+    (see `store.WalSync`). `in_thread=False` keeps everything on the trio
+    thread: for the in-memory store, and for tests on trio's virtual clock.
     """
     send, receive = trio.open_memory_channel[_Envelope](mailbox)
     writer = Writer(send, receive)
     database = DatabaseThread() if in_thread else None
-    run = database.run if database is not None else _inline
     task_status.started(writer)
     try:
-        await _serve(writer, receive, conn, hub, run, max_batch)
+        await _serve(writer, receive, conn, hub, database, durable, max_batch)
     finally:
         if database is not None:
             database.stop()
@@ -178,7 +185,8 @@ async def _serve(
     receive: trio.MemoryReceiveChannel[_Envelope],
     conn: Connection,
     hub: Hub,
-    run: Callable[[Callable[[], Any]], Awaitable[Any]],
+    database: DatabaseThread | None,
+    durable: Callable[[], None] | None,
     max_batch: int,
 ) -> None:
     async with receive:
@@ -190,13 +198,18 @@ async def _serve(
                 except (trio.WouldBlock, trio.EndOfChannel):
                     break
             commands = [envelope.command for envelope in batch]
-
-            def transaction(
-                commands: list[Command] = commands,
-            ) -> list[outcome.Outcome[tuple[Any, list[Event]]]]:
-                return commit_batch(conn, commands)
-
-            results = await run(transaction)
+            if database is None:
+                results = commit_batch(conn, commands)
+            else:
+                tried = try_commit_batch(conn, commands)
+                if tried is None:
+                    tried = await database.run(partial(commit_batch, conn, commands))
+                results = tried
+                if durable is not None and any(isinstance(result, outcome.Value) for result in results):
+                    try:
+                        await database.run(durable)
+                    except OSError:
+                        log.exception("[Store] Could not flush the store's write-ahead log to disk")
             writer.commands += len(batch)
             writer.batches += 1
             writer.largest_batch = max(writer.largest_batch, len(batch))
