@@ -43,7 +43,7 @@ Headers = list[tuple[bytes, bytes]]
 Handler = Callable[["Request"], Awaitable[None]]
 
 _RECEIVE_SIZE = 65536
-_MAX_QUEUED = 32  # pipelined requests parsed ahead of the one being answered
+_MAX_QUEUED = 32  # pipelined requests read ahead while a response is streamed
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +118,7 @@ class _Message:
         "body_size",
         "complete",
         "content_length",
+        "expects_continue",
         "head_complete",
         "headers",
         "keep_alive",
@@ -134,6 +135,7 @@ class _Message:
         self.version = "1.1"
         self.keep_alive = True
         self.content_length: int | None = None
+        self.expects_continue = False
         self.head_complete = False
         self.complete = False
         self.body: list[bytes] = []
@@ -246,7 +248,7 @@ class Request:
     def _head(self, status: int, headers: Headers) -> bytes:
         if self.started:
             raise RuntimeError("the response has already started")
-        keep = self._message.keep_alive and not self._conn.closing
+        keep = self._message.keep_alive and not self._conn.closing and self._conn.may_continue(self._message)
         parts = [
             _STATUS_LINES.get(status) or _status_line(status),
             *(b"%b: %b\r\n" % pair for pair in headers),
@@ -355,6 +357,8 @@ class _Connection:
         for name, value in message.headers:
             if name == b"content-length":
                 message.content_length = int(value)  # llhttp has checked it is a number
+            elif name == b"expect" and value.lower() == b"100-continue":
+                message.expects_continue = True
         if message.content_length is not None and message.content_length > self.limits.max_body:
             message.overflow = True
 
@@ -398,8 +402,6 @@ class _Connection:
             raise _Closing(400, "Protocol upgrades are not supported") from None
         except httptools.HttpParserError:
             raise _Closing(400, "Bad request") from None
-        if len(self.messages) > _MAX_QUEUED:
-            raise _Closing(None)
         if self.raw_head_bytes > 2 * self.limits.max_head and self.messages and not self.messages[-1].head_complete:
             raise _Closing(431, "Request headers too large")
 
@@ -430,7 +432,7 @@ class _Connection:
         """Read until more of `message`'s body has arrived."""
         if not self.continue_sent:
             self.continue_sent = True
-            if any(n == b"expect" and v.lower() == b"100-continue" for n, v in message.headers):
+            if message.expects_continue:
                 await self.send(b"HTTP/1.1 100 Continue\r\n\r\n")
             self.body_deadline = trio.current_time() + self.limits.body_timeout
         with trio.move_on_at(self.body_deadline) as slow:
@@ -443,6 +445,10 @@ class _Connection:
 
     async def wait_disconnect(self) -> None:
         while not self.eof:
+            if len(self.messages) > _MAX_QUEUED:
+                # A flood of pipelined requests behind a streamed response: stop reading (which also
+                # stops noticing a disconnect; a write that cannot finish still ends the stream).
+                await trio.sleep_forever()
             data = await self._receive()
             if data:
                 try:
@@ -465,9 +471,21 @@ class _Connection:
 
     # --- after each request ----------------------------------------------------------------
 
+    def may_continue(self, message: _Message) -> bool:
+        """Whether another request can follow this one on the connection, as far as its body goes.
+
+        Not after a body over the limit (it is never read), nor when the
+        client is still waiting for `100 Continue` before it sends the body:
+        it was answered without it, and draining the body would mean sending
+        the 100 after the final response.
+        """
+        if message.overflow:
+            return False
+        return message.complete or not message.expects_continue or self.continue_sent
+
     async def finish(self, message: _Message) -> bool:
         """Drop what is left of `message`'s body; whether the connection may serve another request."""
-        if not message.keep_alive or self.closing or message.overflow:
+        if not message.keep_alive or self.closing or not self.may_continue(message):
             return False
         if not message.complete:
             # The handler did not read the whole body: read and drop it, within the limits.

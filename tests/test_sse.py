@@ -185,8 +185,11 @@ async def test_a_stuck_client_slows_no_one_and_memory_stays_bounded(server: Serv
         async with httpx2.AsyncClient(base_url=server.url, timeout=30) as api:
             session = await post(api, "/sessions", {"url": "http://localhost:3000/"})
             annotation = await post(api, f"/sessions/{session['id']}/annotations", ANNOTATION)
-            stuck = socket.create_connection(("127.0.0.1", server.port))
+            stuck = socket.socket()
+            # Small before connecting: shrinking it on an open connection makes the kernel drop data and
+            # back off, which would stall the stream on the client's side.
             stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            stuck.connect(("127.0.0.1", server.port))
             stuck.sendall(f"GET /sessions/{session['id']}/events HTTP/1.1\r\nHost: localhost\r\n\r\n".encode())
             rss_before = _rss_kib(server.proc.pid)
             received: list[int] = []
@@ -204,11 +207,58 @@ async def test_a_stuck_client_slows_no_one_and_memory_stays_bounded(server: Serv
                         received.append(int((await reader.frame())["id"]))
             status = (await api.get("/status")).json()
             rss_after = _rss_kib(server.proc.pid)
+            # The stuck client now reads. It was cut off from the live fan-out and catches up from the
+            # table; if it was stuck so long that the server closed its connection, it reconnects with
+            # Last-Event-ID as a browser does. Either way it gets every event in order, each once.
+            stuck_ids = await _read_event_ids(trio.socket.from_stdlib_socket(stuck), until=received[-1])
+            while stuck_ids[-1:] != received[-1:]:
+                again = await trio.open_tcp_stream("127.0.0.1", server.port)
+                last = stuck_ids[-1] if stuck_ids else received[0] - 1
+                await again.send_all(
+                    f"GET /sessions/{session['id']}/events HTTP/1.1\r\nHost: localhost\r\n"
+                    f"Last-Event-ID: {last}\r\n\r\n".encode()
+                )
+                stuck_ids += await _read_event_ids(again.socket, until=received[-1])
+                await again.aclose()
             stuck.close()
     first = received[0]
     assert received == list(range(first, first + total))
+    assert stuck_ids == list(range(first, first + total))
     assert status["activeListeners"] >= 1
     assert rss_after - rss_before < 64 * 1024, (rss_before, rss_after)
+
+
+async def _read_event_ids(sock: trio.socket.SocketType, *, until: int) -> list[int]:
+    """The `id:` of every frame of a raw chunked SSE response, until event `until` has arrived or the server closes."""
+    raw = b""
+    while b"\r\n\r\n" not in raw:
+        more = await sock.recv(65536)
+        if not more:
+            return []
+        raw += more
+    body = raw.split(b"\r\n\r\n", 1)[1]
+    data = b""
+    ids: list[int] = []
+    while not ids or ids[-1] < until:
+        while True:  # take every complete chunk
+            size_line, sep, rest = body.partition(b"\r\n")
+            if not sep or len(rest) < int(size_line, 16) + 2:
+                break
+            size = int(size_line, 16)
+            data += rest[:size]
+            body = rest[size + 2 :]
+        *frames, data = data.split(b"\n\n")
+        ids += [int(line[4:]) for frame in frames for line in frame.split(b"\n") if line.startswith(b"id: ")]
+        if ids and ids[-1] >= until:
+            break
+        try:
+            more = await sock.recv(65536)
+        except ConnectionResetError:
+            more = b""
+        if not more:
+            break
+        body += more
+    return ids
 
 
 async def test_mcp_over_streamable_http(server: ServerProcess) -> None:
