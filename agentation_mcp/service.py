@@ -115,6 +115,7 @@ async def serve(settings: Settings) -> None:
     location = StoreLocation.memory() if settings.store_in_memory else StoreLocation(settings.store_path)
     write_conn = store.open_write_connection(location)
     read_conn = None
+    wal_sync = None
     try:
         schema.migrate(write_conn)
         if location.in_memory:
@@ -127,6 +128,7 @@ async def serve(settings: Settings) -> None:
                 f", pruned {pruned} old events" if pruned else "",
             )
         read_conn = store.open_read_connection(location)
+        wal_sync = store.WalSync.attach(write_conn, location)
         reader = StoreReader(read_conn)
         hub = Hub(reader.events_after, reader.last_sequence())
         async with trio.open_nursery() as store_nursery:
@@ -136,7 +138,7 @@ async def serve(settings: Settings) -> None:
                     write_conn,
                     hub,
                     in_thread=not location.in_memory,
-                    durable=store.WalSync.attach(write_conn, location),
+                    durable=wal_sync,
                 )
             )
             try:
@@ -160,6 +162,8 @@ async def serve(settings: Settings) -> None:
             finally:
                 writer.close()
     finally:
+        if wal_sync is not None:
+            wal_sync.close()
         if read_conn is not None:
             read_conn.close()
         write_conn.close()

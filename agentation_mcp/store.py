@@ -109,16 +109,18 @@ class WalSync:
     COMMIT writes the WAL without waiting for the disk, and takes over
     checkpoints from SQLite's automatic ones (a WAL hook counts the pages).
     Calling the object, on the database thread, after COMMIT and before any
-    caller is answered, flushes the WAL file and checkpoints a WAL of
-    `CHECKPOINT_PAGES` or more. A reply still means the write survives a
-    power loss, as with `synchronous=FULL`; the fsync just happens where the
-    event loop does not wait for it.
+    caller is answered, flushes the WAL file, and checkpoints once the WAL
+    holds `CHECKPOINT_PAGES` or more. A reply still means the write survives
+    a power loss, as with `synchronous=FULL`; the fsync just happens where
+    the event loop does not wait for it. Checkpoints use a connection of
+    their own, so they never touch the writer's while it commits the next
+    batch.
     """
 
     CHECKPOINT_PAGES = 1000
 
-    def __init__(self, conn: apsw.Connection, wal_path: str) -> None:
-        self.conn = conn
+    def __init__(self, checkpointer: apsw.Connection, wal_path: str) -> None:
+        self.checkpointer = checkpointer
         self.wal_path = wal_path
         self.pages = 0
 
@@ -127,7 +129,9 @@ class WalSync:
         """The syncer for a file store in WAL mode; None (and `synchronous=FULL` kept) otherwise."""
         if location.path is None or conn.pragma("journal_mode") != "wal":
             return None
-        sync = cls(conn, f"{location.path}-wal")
+        checkpointer = apsw.Connection(str(location.path), flags=apsw.SQLITE_OPEN_READWRITE)
+        checkpointer.set_busy_timeout(0)
+        sync = cls(checkpointer, f"{location.path}-wal")
         conn.pragma("synchronous", "NORMAL")
         conn.set_wal_hook(sync._count)
         return sync
@@ -144,10 +148,13 @@ class WalSync:
             os.close(fd)
         if self.pages >= self.CHECKPOINT_PAGES:
             try:
-                self.conn.wal_checkpoint(mode=apsw.SQLITE_CHECKPOINT_PASSIVE)
+                self.checkpointer.wal_checkpoint(mode=apsw.SQLITE_CHECKPOINT_PASSIVE)
             except apsw.BusyError:
-                return  # another process is checkpointing or writing; the next commit tries again
+                return  # another connection is checkpointing; the next flush tries again
             self.pages = 0
+
+    def close(self) -> None:
+        self.checkpointer.close()
 
 
 def open_read_connection(location: StoreLocation) -> apsw.Connection:

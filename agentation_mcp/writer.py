@@ -27,6 +27,7 @@ Invariants:
 from __future__ import annotations
 
 import logging
+import math
 import queue
 import threading
 from collections.abc import Callable
@@ -180,6 +181,9 @@ async def run_writer(
             database.stop()
 
 
+Committed = list[outcome.Outcome[tuple[Any, list[Event]]]]
+
+
 async def _serve(
     writer: Writer,
     receive: trio.MemoryReceiveChannel[_Envelope],
@@ -189,33 +193,62 @@ async def _serve(
     durable: Callable[[], None] | None,
     max_batch: int,
 ) -> None:
-    async with receive:
-        async for first in receive:
-            batch = [first]
-            while len(batch) < max_batch:
+    """Commit batches as they come; each is answered once `durable` has run after it.
+
+    The flush runs in its own task: while the disk flushes one batch, the
+    next is already being committed, and one flush answers every batch
+    committed before it started.
+    """
+    flushes, flushed = trio.open_memory_channel[tuple[list[_Envelope], Committed]](math.inf)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_answer, flushed, hub, database, durable)
+        async with receive, flushes:
+            async for first in receive:
+                batch = [first]
+                while len(batch) < max_batch:
+                    try:
+                        batch.append(receive.receive_nowait())
+                    except (trio.WouldBlock, trio.EndOfChannel):
+                        break
+                commands = [envelope.command for envelope in batch]
+                if database is None:
+                    results = commit_batch(conn, commands)
+                else:
+                    tried = try_commit_batch(conn, commands)
+                    if tried is None:
+                        tried = await database.run(partial(commit_batch, conn, commands))
+                    results = tried
+                writer.commands += len(batch)
+                writer.batches += 1
+                writer.largest_batch = max(writer.largest_batch, len(batch))
+                flushes.send_nowait((batch, results))
+
+
+async def _answer(
+    flushed: trio.MemoryReceiveChannel[tuple[list[_Envelope], Committed]],
+    hub: Hub,
+    database: DatabaseThread | None,
+    durable: Callable[[], None] | None,
+) -> None:
+    """Flush committed batches (all that are waiting, at once), then publish their events and reply, in order."""
+    async with flushed:
+        async for first in flushed:
+            ready = [first]
+            while True:
                 try:
-                    batch.append(receive.receive_nowait())
+                    ready.append(flushed.receive_nowait())
                 except (trio.WouldBlock, trio.EndOfChannel):
                     break
-            commands = [envelope.command for envelope in batch]
-            if database is None:
-                results = commit_batch(conn, commands)
-            else:
-                tried = try_commit_batch(conn, commands)
-                if tried is None:
-                    tried = await database.run(partial(commit_batch, conn, commands))
-                results = tried
-                if durable is not None and any(isinstance(result, outcome.Value) for result in results):
-                    try:
-                        await database.run(durable)
-                    except OSError:
-                        log.exception("[Store] Could not flush the store's write-ahead log to disk")
-            writer.commands += len(batch)
-            writer.batches += 1
-            writer.largest_batch = max(writer.largest_batch, len(batch))
-            for result in results:
-                if isinstance(result, outcome.Value):
-                    hub.publish(result.value[1])
-            for envelope, result in zip(batch, results, strict=True):
-                envelope.reply.result = result
-                envelope.reply.done.set()
+            committed = any(isinstance(r, outcome.Value) for _, results in ready for r in results)
+            if durable is not None and database is not None and committed:
+                try:
+                    await database.run(durable)
+                except OSError:
+                    log.exception("[Store] Could not flush the store's write-ahead log to disk")
+            for batch, results in ready:
+                for result in results:
+                    if isinstance(result, outcome.Value):
+                        hub.publish(result.value[1])
+                for envelope, result in zip(batch, results, strict=True):
+                    envelope.reply.result = result
+                    envelope.reply.done.set()
