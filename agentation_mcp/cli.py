@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Mapping, Sequence
 from functools import partial
+from typing import Any
 
 import trio
 
@@ -48,13 +50,46 @@ def _configure_logging() -> None:
     root.setLevel(logging.INFO)
     for noisy in ("mcp", "httpx", "httpx2"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    # Lines are the message alone (one per HTTP request, as the reference logs them):
-    # skip gathering the caller, thread and process of each record (logging's own
-    # documented optimisation switches).
+    # Lines are the message alone, one per HTTP request as the reference logs them:
+    # records carry only what that needs.
     logging._srcfile = None
-    logging.logThreads = False
-    logging.logProcesses = False
-    logging.logMultiprocessing = False
+    logging.setLogRecordFactory(_Line)
+
+
+class _Line(logging.LogRecord):
+    """A log record with what a message-only line needs, without the caller, thread and process lookups."""
+
+    def __init__(
+        self,
+        name: str,
+        level: int,
+        pathname: str,
+        lineno: int,
+        msg: object,
+        args: Any,
+        exc_info: Any,
+        func: str | None = None,
+        sinfo: str | None = None,
+        **_: Any,
+    ) -> None:
+        self.name = name
+        self.msg = msg
+        if args and len(args) == 1 and isinstance(args[0], Mapping) and args[0]:
+            args = args[0]
+        self.args = args
+        self.levelname = logging.getLevelName(level)
+        self.levelno = level
+        self.pathname = self.filename = pathname
+        self.module = ""
+        self.exc_info = exc_info
+        self.exc_text = None
+        self.stack_info = sinfo
+        self.lineno = lineno
+        self.funcName = func or ""
+        self.created = time.time()
+        self.msecs = 0.0
+        self.relativeCreated = 0.0
+        self.thread = self.threadName = self.process = self.processName = self.taskName = None
 
 
 def _server(argv: Sequence[str]) -> int:
