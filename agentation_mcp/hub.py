@@ -70,6 +70,8 @@ class Hub:
         self._buffer = buffer
         self._subscribers: set[Subscription] = set()
         self._sinks: list[Sink] = []
+        self._hold: int | None = None
+        self._held_back = False
         self._subscriber_arrived = trio.Event()
         self.last_published = last_sequence
         self._published = 0
@@ -93,10 +95,28 @@ class Hub:
             self._deliver(event)
 
     def catch_up(self) -> None:
-        """Publish whatever the table holds beyond `last_published`."""
+        """Publish whatever the table holds beyond `last_published` (and below the hold)."""
         self._publish_from_table(upto=None)
 
+    def hold_from(self, sequence: int | None) -> None:
+        """Publish nothing from the table at or above `sequence`; None lifts the hold.
+
+        The writer holds its own committed events back while the disk flushes
+        them: the table already shows them to the cross-process tail, but a
+        listener must not hear of a write that a power loss could still undo.
+        Lifting or raising the hold publishes what it held back.
+        """
+        self._hold = sequence
+        if self._held_back and (self._subscribers or self._sinks):
+            self._held_back = False
+            self.catch_up()
+
     def _publish_from_table(self, upto: int | None) -> None:
+        if self._hold is not None and (upto is None or upto >= self._hold):
+            upto = self._hold - 1
+            self._held_back = True
+        if upto is not None and upto <= self.last_published:
+            return
         while True:
             page = self._read_events(self.last_published, upto)
             for event in page:
@@ -107,7 +127,7 @@ class Hub:
     def _deliver(self, event: Event) -> None:
         self.last_published = event.sequence
         self._published += 1
-        for sink in self._sinks:
+        for sink in tuple(self._sinks):  # a sink may remove itself
             sink(event)
         for sub in tuple(self._subscribers):
             if not sub.deliver(event):

@@ -139,7 +139,7 @@ def js_number(value: Any) -> Any:
     `parse_js_float`, REAL columns go through this), so `to_json` needs no pass
     over the whole value.
     """
-    if isinstance(value, float) and math.isfinite(value) and value.is_integer() and abs(value) < 2**53:
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer() and abs(value) <= 2**53:
         return int(value)
     return value
 

@@ -131,6 +131,9 @@ class WalSync:
             return None
         checkpointer = apsw.Connection(str(location.path), flags=apsw.SQLITE_OPEN_READWRITE)
         checkpointer.set_busy_timeout(0)
+        # A connection learns that the file is in WAL mode from its first read; until then a
+        # checkpoint through it does nothing.
+        checkpointer.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
         sync = cls(checkpointer, f"{location.path}-wal")
         conn.pragma("synchronous", "NORMAL")
         conn.set_wal_hook(sync._count)
@@ -148,10 +151,11 @@ class WalSync:
             os.close(fd)
         if self.pages >= self.CHECKPOINT_PAGES:
             try:
-                self.checkpointer.wal_checkpoint(mode=apsw.SQLITE_CHECKPOINT_PASSIVE)
+                wal_pages, _ = self.checkpointer.wal_checkpoint(mode=apsw.SQLITE_CHECKPOINT_PASSIVE)
             except apsw.BusyError:
                 return  # another connection is checkpointing; the next flush tries again
-            self.pages = 0
+            if wal_pages >= 0:
+                self.pages = 0
 
     def close(self) -> None:
         self.checkpointer.close()
@@ -531,13 +535,20 @@ def _update_annotation(conn: apsw.Connection, cmd: c.UpdateAnnotation) -> Applie
     assignments = ", ".join(f"{column} = ?" for column in sets)
     conn.execute(f"UPDATE annotations SET {assignments} WHERE id = ?", [*sets.values(), cmd.annotation_id])
     # The row as it now stands, without reading it back: every value set is already in the form SQLite
-    # returns for its column (text, JSON text, 0/1, numbers).
+    # returns for its column (text, JSON text, 0/1), but for the REAL columns, which hold every number as
+    # a double.
     row.update(sets)
+    for column in _REAL_COLUMNS:
+        if isinstance(row.get(column), int):
+            row[column] = float(row[column])
     annotation = annotation_from_row(row)
     events = [PendingEvent(ANNOTATION_UPDATED, annotation["sessionId"], annotation)]
     if cmd.message is not None:
         return _add_message(conn, cmd.annotation_id, cmd.message, events, row)
     return annotation, events
+
+
+_REAL_COLUMNS = ("x", "y")
 
 
 def _add_message(
@@ -568,9 +579,11 @@ def _add_message(
 def _append_to_array(stored: Any, item_json: str) -> str:
     """The JSON array text `stored` with `item_json` added at the end, without decoding what is there.
 
-    Anything but an array (nothing yet, or a value some other client wrote) starts a new one.
+    Anything that is not bracketed like an array (nothing yet, or a value some
+    other client wrote) starts a new one; bracketed text is kept as it is
+    (this server and the reference only ever write JSON there).
     """
-    text = stored.rstrip() if isinstance(stored, str) else ""
+    text = stored.strip() if isinstance(stored, str) else ""
     if not (text.startswith("[") and text.endswith("]")):
         return f"[{item_json}]"
     if text[1:-1].strip() == "":

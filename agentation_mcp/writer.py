@@ -30,6 +30,7 @@ import logging
 import math
 import queue
 import threading
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -200,8 +201,9 @@ async def _serve(
     committed before it started.
     """
     flushes, flushed = trio.open_memory_channel[tuple[list[_Envelope], Committed]](math.inf)
+    unflushed: deque[int] = deque()  # the first sequence of each committed batch not yet answered
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(_answer, flushed, hub, database, durable)
+        nursery.start_soon(_answer, flushed, hub, database, durable, unflushed)
         async with receive, flushes:
             async for first in receive:
                 batch = [first]
@@ -221,7 +223,16 @@ async def _serve(
                 writer.commands += len(batch)
                 writer.batches += 1
                 writer.largest_batch = max(writer.largest_batch, len(batch))
+                first_sequence = _first_sequence(results)
+                if first_sequence is not None:
+                    unflushed.append(first_sequence)
+                    hub.hold_from(unflushed[0])
                 flushes.send_nowait((batch, results))
+
+
+def _first_sequence(results: Committed) -> int | None:
+    sequences = [events[0].sequence for r in results if isinstance(r, outcome.Value) and (events := r.value[1])]
+    return min(sequences, default=None)
 
 
 async def _answer(
@@ -229,6 +240,7 @@ async def _answer(
     hub: Hub,
     database: DatabaseThread | None,
     durable: Callable[[], None] | None,
+    unflushed: deque[int],
 ) -> None:
     """Flush committed batches (all that are waiting, at once), then publish their events and reply, in order."""
     async with flushed:
@@ -245,6 +257,10 @@ async def _answer(
                     await database.run(durable)
                 except OSError:
                     log.exception("[Store] Could not flush the store's write-ahead log to disk")
+            # Everything in `ready` is on disk now: hold back only what was committed after it.
+            for _ in range(sum(1 for _, results in ready if _first_sequence(results) is not None)):
+                unflushed.popleft()
+            hub.hold_from(unflushed[0] if unflushed else None)
             for batch, results in ready:
                 for result in results:
                     if isinstance(result, outcome.Value):
