@@ -129,7 +129,7 @@ def _base36(n: int) -> str:
 
 def new_id() -> str:
     """An id in the reference's form: `<ms since epoch, base 36>-<6 random base-36 chars>`."""
-    return f"{_base36(now_ms())}-{''.join(secrets.choice(_BASE36) for _ in range(6))}"
+    return f"{_base36(now_ms())}-{_base36(secrets.randbelow(36**6)).rjust(6, '0')}"
 
 
 def js_number(value: Any) -> Any:
@@ -256,28 +256,39 @@ def annotation_from_row(row: Mapping[str, Any]) -> JsonObject:
         extra = {}
     kind = row["kind"] or "feedback"
     out: JsonObject = {"id": row["id"], "sessionId": row["session_id"]}
-    for f in ANNOTATION_FIELDS:
-        value = row[f.column]
-        if f.storage == "json":
-            if value is None:
-                continue
-            value = _load_json(value)
-        elif f.storage == "bool":
-            value = bool(value)
-        elif f.storage == "number":
-            value = js_number(value)
-        out[f.name] = value
-        if f.name == "sourceFile":
-            for key in ("attributes", "frame"):
-                if extra.get(key) is not None:
-                    out[key] = extra[key]
-            out["kind"] = kind
-            if kind in ("placement", "rearrange") and extra.get(kind) is not None:
-                out[kind] = extra[kind]
+    _put_fields(out, row, _FIELDS_BEFORE_KIND)
+    for key in ("attributes", "frame"):
+        if extra.get(key) is not None:
+            out[key] = extra[key]
+    out["kind"] = kind
+    if kind in ("placement", "rearrange") and extra.get(kind) is not None:
+        out[kind] = extra[kind]
+    _put_fields(out, row, _FIELDS_AFTER_KIND)
     for key, value in extra.items():
         if key not in EXTRA_KEYS and key not in out:
             out[key] = value
     return out
+
+
+_TEXT, _NUMBER, _BOOL, _JSON = range(4)
+_STORAGE_CODES = {"text": _TEXT, "number": _NUMBER, "bool": _BOOL, "json": _JSON}
+_SPLIT = next(i for i, f in enumerate(ANNOTATION_FIELDS) if f.name == "sourceFile") + 1
+# (JSON name, column, storage) with `kind` and the extra keys placed after sourceFile.
+_FIELDS_BEFORE_KIND: Final = tuple((f.name, f.column, _STORAGE_CODES[f.storage]) for f in ANNOTATION_FIELDS[:_SPLIT])
+_FIELDS_AFTER_KIND: Final = tuple((f.name, f.column, _STORAGE_CODES[f.storage]) for f in ANNOTATION_FIELDS[_SPLIT:])
+
+
+def _put_fields(out: JsonObject, row: Mapping[str, Any], fields: tuple[tuple[str, str, int], ...]) -> None:
+    for name, column, storage in fields:
+        value = row[column]
+        if storage == _TEXT:
+            out[name] = value
+        elif storage == _NUMBER:
+            out[name] = js_number(value)
+        elif storage == _BOOL:
+            out[name] = bool(value)
+        elif value is not None:
+            out[name] = _load_json(value)
 
 
 def agent_view(annotation: Mapping[str, Any]) -> JsonObject:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -368,19 +368,25 @@ def prune_events(conn: apsw.Connection, retention_days: int) -> int:
 
 def append_events(conn: apsw.Connection, pending: Sequence[PendingEvent]) -> list[Event]:
     """Persist `pending` with the next sequences; call inside the command's transaction."""
-    out: list[Event] = []
-    for p in pending:
-        sequence = conn.execute(
-            "UPDATE event_sequence SET value = MAX(value, (SELECT COALESCE(MAX(sequence), 0) FROM events)) + 1 "
-            "WHERE id = 1 RETURNING value"
-        ).get
-        assert isinstance(sequence, int), "event_sequence row is missing"
-        payload_json = to_json(p.payload)
-        conn.execute(
-            "INSERT INTO events (type, timestamp, session_id, sequence, payload) VALUES (?, ?, ?, ?, ?)",
-            (p.type, p.timestamp, p.session_id, sequence, payload_json),
-        )
-        out.append(Event(p.type, p.session_id, p.payload, sequence, p.timestamp, payload_json))
+    if not pending:
+        return []
+    # All of the command's sequences in one step, then its events in one INSERT.
+    last = conn.execute(
+        "UPDATE event_sequence SET value = MAX(value, (SELECT COALESCE(MAX(sequence), 0) FROM events)) + ? "
+        "WHERE id = 1 RETURNING value",
+        (len(pending),),
+    ).get
+    assert isinstance(last, int), "event_sequence row is missing"
+    first = last - len(pending) + 1
+    out = [
+        Event(p.type, p.session_id, p.payload, sequence, p.timestamp, to_json(p.payload))
+        for sequence, p in enumerate(pending, start=first)
+    ]
+    conn.execute(
+        "INSERT INTO events (type, timestamp, session_id, sequence, payload) VALUES "
+        + ", ".join(["(?, ?, ?, ?, ?)"] * len(out)),
+        [value for e in out for value in (e.type, e.timestamp, e.session_id, e.sequence, e.payload_json)],
+    )
     return out
 
 
@@ -417,17 +423,56 @@ def try_commit_batch(conn: apsw.Connection, commands: Sequence[c.Command]) -> li
         conn.set_busy_timeout(BUSY_TIMEOUT_MS)
 
 
+class _PartlyApplied(Exception):
+    """A command failed after it had written something: the batch is redone with a savepoint per command."""
+
+
 def _commit_once(conn: apsw.Connection, commands: Sequence[c.Command]) -> list[Committed]:
-    """One try; raises `apsw.BusyError`, with everything rolled back, while another process holds the lock."""
+    """One try; raises `apsw.BusyError`, with everything rolled back, while another process holds the lock.
+
+    Commands first run without savepoints: a command that fails almost
+    always fails before it writes anything (the thing it names does not
+    exist), and then there is nothing to undo. Only when one fails after
+    writing is the batch rolled back and run again with a savepoint around
+    each command, so that it still fails alone.
+    """
+    try:
+        return _transaction(conn, commands, _apply_plain)
+    except _PartlyApplied:
+        return _transaction(conn, commands, _apply_in_savepoint)
+
+
+def _transaction(
+    conn: apsw.Connection, commands: Sequence[c.Command], apply_one: Callable[[apsw.Connection, c.Command], Committed]
+) -> list[Committed]:
     conn.execute("BEGIN IMMEDIATE")
     try:
-        results = [_apply_in_savepoint(conn, command) for command in commands]
+        results = [apply_one(conn, command) for command in commands]
         conn.execute("COMMIT")
     except BaseException:
         if not conn.get_autocommit():
             conn.execute("ROLLBACK")
         raise
     return results
+
+
+def _apply_plain(conn: apsw.Connection, command: c.Command) -> Committed:
+    before = conn.total_changes()
+    try:
+        result, pending = apply(conn, command)
+        events = append_events(conn, pending)
+    except AgentationError as exc:
+        if conn.total_changes() != before:
+            raise _PartlyApplied from exc
+        return outcome.Error(exc)
+    except apsw.BusyError:
+        raise
+    except Exception as exc:
+        if conn.total_changes() != before:
+            raise _PartlyApplied from exc
+        log.exception("applying %s failed", type(command).__name__)
+        return outcome.Error(InternalError())
+    return outcome.Value((result, events))
 
 
 def _apply_in_savepoint(conn: apsw.Connection, command: c.Command) -> Committed:
