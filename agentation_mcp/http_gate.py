@@ -41,14 +41,24 @@ class Gate:
             self._cors[origin] = headers
         return headers
 
+    def _cross_site(self, request: Request) -> bool:
+        """A browser request from another site that carries no Origin (a plain GET from a page, an
+        `<img>` or `<script>` tag): refused like a foreign Origin, except on `/health`."""
+        return (
+            request.headers.get("sec-fetch-site") == "cross-site"
+            and not self.policy.any_origin
+            and request.path != "/health"
+        )
+
     async def admit(self, request: Request) -> Headers | None:
         """The CORS headers for an admitted request; None once a refusal or preflight answer was sent."""
         headers = request.headers
         if not self.host_allowed(headers.get("host")):
             await refuse(request, 403, "Host not allowed", [])
             return None
-        cors = self.cors(headers.get("origin"))
-        if cors is None:
+        origin = headers.get("origin")
+        cors = self.cors(origin)
+        if cors is None or (origin is None and self._cross_site(request)):
             await refuse(request, 403, "Origin not allowed", [(b"vary", b"Origin")])
             return None
         policy = self.policy

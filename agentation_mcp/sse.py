@@ -60,15 +60,23 @@ def sync_frame(data: dict[str, Any], event_type: str, sequence: int | None) -> b
     return f"event: {event_type}\n{id_line}data: {to_json(data)}\n\n".encode()
 
 
+MAX_SEQUENCE = 2**63 - 1  # SQLite's largest integer
+
+
 def parse_last_event_id(value: str | None) -> int | None:
     """The cursor a reconnecting client asks to resume after, or None to start live.
 
     Read like JavaScript's parseInt, as the reference does: `"12abc"` is 12;
-    a negative number replays everything; anything else starts live.
+    a negative number replays everything; anything else, a number past the
+    largest sequence the store can hold included, starts live.
     """
     if value is None:
         return None
     match = _LEADING_INT.match(value)
     if match is None:
         return None
-    return max(int(match.group(1)), 0)
+    number = match.group(1)
+    if len(number.lstrip("+-")) > len(str(MAX_SEQUENCE)):
+        return None if not number.startswith("-") else 0
+    cursor = int(number)
+    return None if cursor > MAX_SEQUENCE else max(cursor, 0)

@@ -208,6 +208,39 @@ def test_cors_and_host_policy(api: httpx2.Client) -> None:
         assert api.get("/health", headers={"host": host}).status_code == 200, host
 
 
+def test_cross_site_browser_requests_without_origin_are_refused(api: httpx2.Client) -> None:
+    """A page on another site can load a URL (an `<img>`, a `<script>`, a plain GET) with no Origin header."""
+    sid = new_session(api)["id"]
+    cross = {"sec-fetch-site": "cross-site"}
+    for path in ("/sessions", f"/sessions/{sid}", "/pending", f"/sessions/{sid}/pending", "/status"):
+        response = api.get(path, headers=cross)
+        assert (response.status_code, response.json()) == (403, {"error": "Origin not allowed"}), path
+    with api.stream("GET", "/events", headers=cross) as events:
+        assert events.status_code == 403
+    assert api.post("/sessions", json={"url": "http://x/"}, headers=cross).status_code == 403
+    assert api.get("/health", headers=cross).status_code == 200
+    for site in ("same-origin", "same-site", "none"):
+        assert api.get("/sessions", headers={"sec-fetch-site": site}).status_code == 200, site
+    # A page on an allowed origin says so, and is let in whatever the browser calls the site.
+    allowed = api.get("/sessions", headers={**cross, "origin": "http://localhost:3000"})
+    assert allowed.status_code == 200
+
+
+def test_json_nested_thousands_deep_is_invalid_json_not_a_crash(api: httpx2.Client) -> None:
+    deep = b"[" * 100_000 + b"]" * 100_000
+    sid = new_session(api)["id"]
+    for path in ("/sessions", f"/sessions/{sid}/annotations"):
+        response = api.post(path, content=deep[:60_000])
+        assert (response.status_code, response.json()) == (400, {"error": "Invalid JSON"}), path
+    mcp = api.post(
+        "/mcp",
+        content=b'{"a":' * 10_000 + b"1" + b"}" * 10_000,
+        headers={"content-type": "application/json", "accept": "application/json, text/event-stream"},
+    )
+    assert (mcp.status_code, mcp.json()["error"]["code"]) == (400, -32700)
+    assert api.get("/health").status_code == 200
+
+
 def _server(tmp_path: Path, *args: str, **env: str) -> ServerProcess:
     return ServerProcess(tmp_path / "home", *args, env=env)
 

@@ -36,6 +36,11 @@ def test_frames_and_cursor_parsing() -> None:
     assert sse.connected() == b": connected\n\n"
     assert sse.connected("localhost:3000") == b": connected to domain localhost:3000\n\n"
     assert [sse.parse_last_event_id(v) for v in ("12", "12abc", "-5", "abc", None, " 3")] == [12, 12, 0, None, None, 3]
+    # Past what a sequence can be: start live, as for anything else unreadable; far below zero: replay all.
+    huge = [str(2**63), "9" * 5000, f"{2**64}abc"]
+    assert [sse.parse_last_event_id(v) for v in huge] == [None, None, None]
+    assert sse.parse_last_event_id(str(2**63 - 1)) == 2**63 - 1
+    assert sse.parse_last_event_id("-" + "9" * 5000) == 0
 
 
 class Stream:
