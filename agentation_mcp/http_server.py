@@ -89,21 +89,31 @@ async def serve_http(
     """Serve `handler` on host:port until cancelled, waiting for the port while another process has it.
 
     Reports the port it listens on (useful with port 0), or None when the
-    port was taken at the first try (it then keeps trying).
+    first try failed: the port was taken, or the address cannot be bound
+    (not on this machine, a name that does not resolve, a port the process
+    may not use). Either way it logs one line and keeps trying.
     """
     reported = False
     while True:
         try:
             sock = bind_socket(host, port)
         except OSError as exc:
-            if exc.errno != errno.EADDRINUSE:
-                raise
             if not reported:
-                log.warning(
-                    "[HTTP] Port %d already in use; MCP over stdio keeps working on the shared store, "
-                    "and this process takes the port over once it is free",
-                    port,
-                )
+                if exc.errno == errno.EADDRINUSE:
+                    log.warning(
+                        "[HTTP] Port %d already in use; MCP over stdio keeps working on the shared store, "
+                        "and this process takes the port over once it is free",
+                        port,
+                    )
+                else:
+                    log.error(
+                        "[HTTP] Cannot serve HTTP on %s port %d (%s); MCP over stdio keeps working, "
+                        "and this process tries again every %g s",
+                        host,
+                        port,
+                        exc.strerror or exc,
+                        retry_interval,
+                    )
                 task_status.started(None)
                 reported = True
             await trio.sleep(retry_interval)

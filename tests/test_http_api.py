@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx2
 import pytest
+import trio
 
-from .conftest import ANNOTATION, ServerProcess
+from .conftest import ANNOTATION, ServerProcess, mcp_client, tool_json
 
 CORS = {
     "access-control-allow-methods": "GET, POST, PATCH, DELETE, OPTIONS",
@@ -324,3 +326,31 @@ def test_numbers_are_read_and_written_as_javascript_does(api: httpx2.Client) -> 
         assert '"timestamp":1700000000000,' in text
         assert '"boundingBox":{"x":1,"y":0.25,"width":3,"height":4}' in text
         assert '"extraNumber":2' in text
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("host", ["192.0.2.1", "no-such-host.invalid"])
+async def test_an_address_that_cannot_be_bound_is_one_log_line_and_mcp_keeps_serving(tmp_path: Path, host: str) -> None:
+    """192.0.2.1 (a documentation address) is on no machine; `.invalid` never resolves."""
+    with trio.fail_after(30):
+        async with mcp_client(tmp_path / "home", "--host", host, AGENTATION_ACCESS_KEY="k" * 32) as session:
+            tools = await session.list_tools()
+            assert len(tools.tools) == 9
+            sessions = tool_json(await session.call_tool("agentation_list_sessions", {}))
+            assert sessions == {"sessions": []}
+
+
+def test_a_failed_bind_is_logged_once_and_retried(tmp_path: Path) -> None:
+    proc = _server(tmp_path, "--host", "192.0.2.1", AGENTATION_ACCESS_KEY="k" * 32)
+    try:
+        deadline = time.monotonic() + 20
+        while not any("Cannot serve HTTP" in line for line in proc.lines) and time.monotonic() < deadline:
+            assert proc.proc.poll() is None, "".join(proc.lines)
+            proc.exited.wait(0.1)
+        failures = [line for line in proc.lines if "Cannot serve HTTP" in line]
+        assert len(failures) == 1, "".join(proc.lines)
+        assert "192.0.2.1" in failures[0]
+        assert "Traceback" not in "".join(proc.lines)
+        assert proc.proc.poll() is None
+    finally:
+        assert proc.stop() == 0
