@@ -40,6 +40,32 @@ _NON_EMPTY = frozenset({"element", "elementPath"})
 _UPDATABLE = frozenset({"comment", "status", "resolvedBy", "thread", "intent", "severity", "sourceFile", "x", "y"})
 
 
+def check_text(value: Any, path: str = "") -> None:
+    """Raise `InvalidInput` naming the field if `value` holds text that is not valid Unicode.
+
+    JSON's `\\u` escapes can carry a lone surrogate (`\\ud800`), which no
+    UTF-8 text, and so no stored value, can hold. Such input is refused
+    rather than stored altered.
+    """
+    if isinstance(value, str):
+        if not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                field = path or "body"
+                raise InvalidInput(
+                    field, f"{field} must be valid Unicode text; it holds a lone surrogate such as \\ud800."
+                ) from None
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            name = f"{path}.{key}" if path else str(key)
+            check_text(key, name)
+            check_text(item, name)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            check_text(item, f"{path}[{i}]")
+
+
 def _object_body(body: Any) -> Mapping[str, Any]:
     if not isinstance(body, Mapping):
         raise InvalidInput("body", "The request body must be a JSON object.")

@@ -20,6 +20,7 @@ from .commands import (
     NewThreadMessage,
     RequestAction,
     UpdateAnnotation,
+    check_text,
 )
 from .errors import AgentationError, AnnotationNotFound, InvalidInput, SessionNotFound, StoreBusy, StoreClosed
 from .http_wire import Request
@@ -61,9 +62,12 @@ async def json_body(request: Request) -> Any:
     if not raw.strip():
         return {}
     try:
-        return decode_json(raw)
+        body = decode_json(raw)
     except (ValueError, UnicodeDecodeError, RecursionError):
         raise HttpError(400, "Invalid JSON") from None
+    if b"\\ud" in raw or b"\\uD" in raw:  # only an escape can spell a lone surrogate
+        check_text(body)
+    return body
 
 
 def domain_error(exc: AgentationError) -> HttpError:

@@ -21,7 +21,7 @@ from mcp.server.streamable_http_manager import StreamableHTTPASGIApp, Streamable
 from mcp.server.transport_security import TransportSecuritySettings
 
 from . import __version__
-from .commands import AddThreadMessage, NewThreadMessage, UpdateAnnotation
+from .commands import AddThreadMessage, NewThreadMessage, UpdateAnnotation, check_text
 from .errors import AgentationError, AnnotationNotFound
 from .hub import Hub
 from .models import JsonObject, agent_view, session_summary, to_json
@@ -276,6 +276,7 @@ async def call_tool(
     if issues:
         return _error_result(json.dumps(issues, indent=2))
     try:
+        check_text(args)
         return _text_result(await handler(args))
     except AnnotationNotFound as exc:
         return _error_result(f"Annotation not found: {exc.item_id}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -354,3 +355,29 @@ def test_a_failed_bind_is_logged_once_and_retried(tmp_path: Path) -> None:
         assert proc.proc.poll() is None
     finally:
         assert proc.stop() == 0
+
+
+def test_text_with_a_lone_surrogate_is_refused_naming_the_field(api: httpx2.Client) -> None:
+    sid = new_session(api)["id"]
+    annotation = new_annotation(api, sid)
+    body = json.dumps({**ANNOTATION, "comment": "fix \ud800 this"}).encode()
+    assert b"\\ud800" in body
+    created = api.post(f"/sessions/{sid}/annotations", content=body)
+    assert (created.status_code, created.json()) == (
+        400,
+        {"error": "comment must be valid Unicode text; it holds a lone surrogate such as \\ud800."},
+    )
+    nested = json.dumps({"attributes": {"labels": ["ok", "\udfff"]}}).encode()
+    patched = api.patch(f"/annotations/{annotation['id']}", content=nested)
+    assert patched.status_code == 400
+    assert patched.json()["error"].startswith("attributes.labels[1] must be valid Unicode text")
+    reply = api.post(
+        f"/annotations/{annotation['id']}/thread", content=json.dumps({"role": "human", "content": "\ud83d"}).encode()
+    )
+    assert reply.status_code == 400
+    assert reply.json()["error"].startswith("content must be valid Unicode text")
+    assert api.get(f"/annotations/{annotation['id']}").json() == annotation
+    assert [a["id"] for a in api.get(f"/sessions/{sid}").json()["annotations"]] == [annotation["id"]]
+    # A surrogate pair is a character like any other.
+    emoji = api.post(f"/sessions/{sid}/annotations", content=json.dumps({**ANNOTATION, "comment": "ok 😀"}).encode())
+    assert (emoji.status_code, emoji.json()["comment"]) == (201, "ok 😀")

@@ -11,9 +11,10 @@ import trio
 
 from agentation_mcp import schema, store
 from agentation_mcp.commands import Command, CreateAnnotation, CreateSession
+from agentation_mcp.mcp_tools import build_handlers, call_tool
 from agentation_mcp.store import StoreLocation
 
-from .conftest import ANNOTATION, mcp_client, tool_json, tool_text
+from .conftest import ANNOTATION, Store, mcp_client, running_writer, tool_json, tool_text
 
 pytestmark = pytest.mark.anyio
 
@@ -240,3 +241,18 @@ async def test_memory_store_serves_the_tools(tmp_path: Path) -> None:
         async with mcp_client(tmp_path, AGENTATION_STORE="memory") as client:
             assert tool_json(await client.call_tool("agentation_list_sessions", {})) == {"sessions": []}
     assert not (tmp_path / ".agentation" / "store.db").exists()
+
+
+async def test_tool_text_with_a_lone_surrogate_is_an_error_naming_the_argument(opened: Store) -> None:
+    """The same rule as over HTTP, checked where every tool call passes (the SDK's client will not even send it)."""
+    hub = opened.hub()
+    async with running_writer(opened, hub) as writer:
+        handlers = build_handlers(writer, hub, opened.reader)
+        session = await writer.submit(CreateSession(url="http://localhost:3000/"))
+        annotation = await writer.submit(CreateAnnotation.from_body(session["id"], ANNOTATION))
+        result = await call_tool(handlers, "agentation_reply", {"annotationId": annotation["id"], "message": "x\ud800"})
+        assert result.is_error
+        assert tool_text(result) == "message must be valid Unicode text; it holds a lone surrogate such as \\ud800."
+        ok = await call_tool(handlers, "agentation_reply", {"annotationId": annotation["id"], "message": "fine ✓"})
+        assert not ok.is_error
+    assert [m["content"] for m in opened.reader.get_annotation(annotation["id"])["thread"]] == ["fine ✓"]
