@@ -74,5 +74,9 @@ class SchemaTooNew(AgentationError):
         self.supported = supported
 
 
+class StoreUnusable(AgentationError):
+    """The store cannot be opened at start-up; the message names the file, the problem and the fix."""
+
+
 class ConfigError(AgentationError):
     """A command-line option or environment variable cannot be used."""

@@ -110,23 +110,39 @@ async def _run_http(settings: Settings, writer: Writer, hub: Hub, reader: StoreR
         await serve_http(api, settings.bind_host, settings.port, limits=limits, suffix=suffix)
 
 
+def _raise_unusable(exc: Exception, location: StoreLocation) -> None:
+    """Raise the one-line `StoreUnusable` for a store that cannot be opened; return for anything else."""
+    problem = store.unusable(exc, location)
+    if problem is not None:
+        raise problem from exc
+
+
+def _open_store(write_conn: store.Connection, location: StoreLocation, settings: Settings) -> None:
+    """Migrate the schema and prune old events: the writes made before serving."""
+    schema.migrate(write_conn)
+    if location.in_memory:
+        log.info("[Store] Using in-memory store (AGENTATION_STORE=memory)")
+        return
+    pruned = store.prune_events(write_conn, settings.event_retention_days)
+    log.info("[Store] Using SQLite store (%s)%s", location.path, f", pruned {pruned} old events" if pruned else "")
+
+
 async def serve(settings: Settings) -> None:
     """Run the server until stdin closes or a signal arrives."""
     location = StoreLocation.memory() if settings.store_in_memory else StoreLocation(settings.store_path)
-    write_conn = store.open_write_connection(location)
+    try:
+        write_conn = store.open_write_connection(location)
+    except Exception as exc:
+        _raise_unusable(exc, location)
+        raise
     read_conn = None
     wal_sync = None
     try:
-        schema.migrate(write_conn)
-        if location.in_memory:
-            log.info("[Store] Using in-memory store (AGENTATION_STORE=memory)")
-        else:
-            pruned = store.prune_events(write_conn, settings.event_retention_days)
-            log.info(
-                "[Store] Using SQLite store (%s)%s",
-                location.path,
-                f", pruned {pruned} old events" if pruned else "",
-            )
+        try:
+            _open_store(write_conn, location, settings)
+        except Exception as exc:
+            _raise_unusable(exc, location)
+            raise
         read_conn = store.open_read_connection(location)
         wal_sync = store.WalSync.attach(write_conn, location)
         reader = StoreReader(read_conn)

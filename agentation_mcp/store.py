@@ -24,7 +24,7 @@ import apsw
 import outcome
 
 from . import commands as c
-from .errors import AgentationError, AnnotationNotFound, SessionNotFound, StoreBusy
+from .errors import AgentationError, AnnotationNotFound, SessionNotFound, StoreBusy, StoreUnusable
 from .models import (
     ACTION_REQUESTED,
     ANNOTATION_CREATED,
@@ -100,6 +100,36 @@ def open_write_connection(location: StoreLocation) -> apsw.Connection:
         conn.pragma("synchronous", "FULL")
     conn.pragma("foreign_keys", True)
     return conn
+
+
+def unusable(exc: BaseException, location: StoreLocation) -> StoreUnusable | None:
+    """What went wrong opening the store, in one line a person can act on; None for anything else."""
+    path = location.path
+    if path is None:
+        return None
+    if isinstance(exc, (NotADirectoryError, PermissionError, FileExistsError)) and not path.parent.is_dir():
+        return StoreUnusable(
+            f"Cannot create the store's folder {path.parent}: {exc.strerror or exc}. "
+            "Set HOME to a folder this user can write, or fix that folder's permissions."
+        )
+    if path.is_dir():
+        return StoreUnusable(f"The store {path} is a directory, not a SQLite file. Move it aside and start again.")
+    if isinstance(exc, apsw.NotADBError):
+        return StoreUnusable(
+            f"The store {path} is not a SQLite database. Move it aside and start again; a new store is created."
+        )
+    if isinstance(exc, apsw.CorruptError):
+        return StoreUnusable(
+            f"The store {path} is damaged (SQLite reports corruption). Check it with "
+            f"sqlite3 '{path}' 'PRAGMA integrity_check', then restore a backup or move it aside."
+        )
+    if isinstance(exc, (apsw.ReadOnlyError, apsw.CantOpenError, PermissionError)):
+        return StoreUnusable(
+            f"Cannot open the store {path} for writing ({exc}). Make it and its folder writable by this user."
+        )
+    if isinstance(exc, apsw.Error):
+        return StoreUnusable(f"Cannot open the store {path}: {exc}.")
+    return None
 
 
 class WalSync:

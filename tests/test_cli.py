@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -113,3 +114,49 @@ def test_sigterm_exits_0_within_2_seconds(tmp_path: Path) -> None:
     assert time.monotonic() - began < 2
     assert proc.stdin is not None
     proc.stdin.close()
+
+
+def _store_is_a_directory(home: Path) -> Path:
+    (home / ".agentation" / "store.db").mkdir(parents=True)
+    return home
+
+
+def _store_is_not_sqlite(home: Path) -> Path:
+    (home / ".agentation").mkdir(parents=True)
+    (home / ".agentation" / "store.db").write_bytes(b"these are notes, not a database\n" * 200)
+    return home
+
+
+def _home_is_a_file(home: Path) -> Path:
+    home.parent.mkdir(parents=True, exist_ok=True)
+    home.write_text("not a folder", encoding="utf-8")
+    return home
+
+
+@pytest.mark.parametrize(
+    ("make_home", "message"),
+    [
+        (_store_is_a_directory, "store.db is a directory, not a SQLite file. Move it aside and start again."),
+        (_store_is_not_sqlite, "store.db is not a SQLite database. Move it aside and start again"),
+        (_home_is_a_file, "Cannot create the store's folder"),
+    ],
+)
+def test_a_store_that_cannot_be_opened_is_one_line_and_exit_1(
+    tmp_path: Path, make_home: Callable[[Path], Path], message: str
+) -> None:
+    home = make_home(tmp_path / "home")
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    proc = subprocess.run(
+        [sys.executable, "-m", "agentation_mcp", "server", "--mcp-only"],
+        env=server_env(home),
+        input=b"",
+        capture_output=True,
+        timeout=30,
+    )
+    lines = proc.stderr.decode().splitlines()
+    assert proc.returncode == 1, proc.stderr.decode()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("agentation-mcp server: ")
+    assert message in lines[0]
+    assert proc.stdout == b""
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before  # nothing was moved, made or overwritten
