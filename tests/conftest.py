@@ -91,6 +91,15 @@ def reference_view() -> dict[str, Any]:
     return data
 
 
+def reference_cli() -> Path:
+    """`AGENTATION_REF_CLI`, else where scripts/install-reference installs the reference."""
+    if named := os.environ.get("AGENTATION_REF_CLI"):
+        return Path(named)
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    folder = Path(os.environ.get("AGENTATION_REF_DIR") or cache / "agentation-mcp" / "reference")
+    return folder / "node_modules" / "agentation-mcp" / "dist" / "cli.js"
+
+
 def server_env(home: Path, **extra: str) -> dict[str, str]:
     env = {"HOME": str(home), "PYTHONUNBUFFERED": "1"}
     for key in ("PATH", "PYTHONPATH", "VIRTUAL_ENV", "LANG"):

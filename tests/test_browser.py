@@ -42,22 +42,12 @@ import trio
 from mcp.client.session import ClientSession
 from mcp.client.stdio import StdioServerParameters, stdio_client
 
-from .conftest import server_env, tool_json, tool_text
-
-
-def _reference_cli() -> Path:
-    """`AGENTATION_REF_CLI`, else where scripts/install-reference installs the reference."""
-    if named := os.environ.get("AGENTATION_REF_CLI"):
-        return Path(named)
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    folder = Path(os.environ.get("AGENTATION_REF_DIR") or cache / "agentation-mcp" / "reference")
-    return folder / "node_modules" / "agentation-mcp" / "dist" / "cli.js"
-
+from .conftest import reference_cli, server_env, tool_json, tool_text
 
 BROWSER_DIR = Path(__file__).parent / "browser"
 PAGE_SOURCE = BROWSER_DIR / "src" / "page.jsx"
 CHROMIUM = Path(os.environ.get("AGENTATION_E2E_CHROMIUM", "/usr/bin/chromium"))
-REF_CLI = _reference_cli()
+REF_CLI = reference_cli()
 SERVER_KIND = os.environ.get("AGENTATION_E2E_SERVER", "ours")
 HOST = "127.0.0.1"
 

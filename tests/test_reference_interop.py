@@ -9,7 +9,6 @@ the "both on one file" promise when run where the reference is installed.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -22,22 +21,13 @@ import pytest
 import trio
 from mcp.client.session import ClientSession
 
-from .conftest import ANNOTATION, free_port, mcp_client, server_env, tool_json
+from .conftest import ANNOTATION, free_port, mcp_client, reference_cli, server_env, tool_json
 from .test_processes import wait_for_log
 
 pytestmark = pytest.mark.anyio
 
 
-def _reference_cli() -> Path:
-    """`AGENTATION_REF_CLI`, else where scripts/install-reference installs the reference."""
-    if named := os.environ.get("AGENTATION_REF_CLI"):
-        return Path(named)
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    folder = Path(os.environ.get("AGENTATION_REF_DIR") or cache / "agentation-mcp" / "reference")
-    return folder / "node_modules" / "agentation-mcp" / "dist" / "cli.js"
-
-
-REF_CLI = _reference_cli()
+REF_CLI = reference_cli()
 
 
 def _reference(home: Path, port: int) -> subprocess.Popen[bytes]:
