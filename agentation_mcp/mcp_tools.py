@@ -22,9 +22,9 @@ from mcp.server.transport_security import TransportSecuritySettings
 
 from . import __version__
 from .commands import AddThreadMessage, NewThreadMessage, UpdateAnnotation, check_text
-from .errors import AgentationError, AnnotationNotFound
+from .errors import AgentationError, AnnotationNotFound, InvalidInput
 from .hub import Hub
-from .models import JsonObject, agent_view, session_summary, to_json
+from .models import JsonObject, agent_view, json_bytes, session_summary, to_json
 from .store import StoreReader
 from .watch import DEFAULT_BATCH_WINDOW, DEFAULT_TIMEOUT, clamp, watch_annotations
 from .writer import Writer
@@ -263,10 +263,21 @@ def build_handlers(writer: Writer, hub: Hub, reader: StoreReader) -> dict[str, H
     }
 
 
+DEFAULT_MAX_ARGUMENTS = 1024 * 1024
+
+
 async def call_tool(
-    handlers: Mapping[str, Handler], name: str, arguments: Mapping[str, Any] | None
+    handlers: Mapping[str, Handler],
+    name: str,
+    arguments: Mapping[str, Any] | None,
+    *,
+    max_bytes: int = DEFAULT_MAX_ARGUMENTS,
 ) -> types.CallToolResult:
-    """Run one tool call and turn its outcome into a tool result (errors included)."""
+    """Run one tool call and turn its outcome into a tool result (errors included).
+
+    Arguments larger than `max_bytes` as JSON are refused, as an HTTP body
+    over the same limit is.
+    """
     spec = SPEC_BY_NAME.get(name)
     handler = handlers.get(name)
     if spec is None or handler is None:
@@ -277,6 +288,8 @@ async def call_tool(
         return _error_result(json.dumps(issues, indent=2))
     try:
         check_text(args)
+        if len(json_bytes(args)) > max_bytes:
+            raise InvalidInput("arguments", f"Tool arguments too large: the limit is {max_bytes} bytes.")
         return _text_result(await handler(args))
     except AnnotationNotFound as exc:
         return _error_result(f"Annotation not found: {exc.item_id}")
@@ -284,7 +297,9 @@ async def call_tool(
         return _error_result(str(exc))
 
 
-def build_mcp_server(writer: Writer, hub: Hub, reader: StoreReader) -> Server[Any]:
+def build_mcp_server(
+    writer: Writer, hub: Hub, reader: StoreReader, *, max_arguments: int = DEFAULT_MAX_ARGUMENTS
+) -> Server[Any]:
     """A fresh MCP server with the nine tools; one per stdio or HTTP session is fine."""
     handlers = build_handlers(writer, hub, reader)
     tools = [spec.to_tool() for spec in SPECS]
@@ -295,13 +310,18 @@ def build_mcp_server(writer: Writer, hub: Hub, reader: StoreReader) -> Server[An
         return types.ListToolsResult(tools=tools)
 
     async def on_call_tool(ctx: ServerRequestContext[Any], params: types.CallToolRequestParams) -> types.CallToolResult:
-        return await call_tool(handlers, params.name, params.arguments)
+        return await call_tool(handlers, params.name, params.arguments, max_bytes=max_arguments)
 
     return Server("agentation", version=__version__, on_list_tools=on_list_tools, on_call_tool=on_call_tool)
 
 
 def build_http_mcp(
-    writer: Writer, hub: Hub, reader: StoreReader, *, idle_timeout: float = 30 * 60
+    writer: Writer,
+    hub: Hub,
+    reader: StoreReader,
+    *,
+    idle_timeout: float = 30 * 60,
+    max_arguments: int = DEFAULT_MAX_ARGUMENTS,
 ) -> tuple[StreamableHTTPASGIApp, StreamableHTTPSessionManager]:
     """The `/mcp` endpoint: the same tools over Streamable HTTP.
 
@@ -311,7 +331,7 @@ def build_http_mcp(
     are closed.
     """
     manager = StreamableHTTPSessionManager(
-        app=build_mcp_server(writer, hub, reader),
+        app=build_mcp_server(writer, hub, reader, max_arguments=max_arguments),
         security_settings=TransportSecuritySettings(enable_dns_rebinding_protection=False),
         session_idle_timeout=idle_timeout,
     )

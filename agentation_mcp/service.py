@@ -89,7 +89,9 @@ async def _run_http(settings: Settings, writer: Writer, hub: Hub, reader: StoreR
         extra_origins=settings.cors_origins,
         access_key=settings.access_key,
     )
-    mcp_app, manager = build_http_mcp(writer, hub, reader, idle_timeout=settings.mcp_idle_seconds)
+    mcp_app, manager = build_http_mcp(
+        writer, hub, reader, idle_timeout=settings.mcp_idle_seconds, max_arguments=settings.max_body_bytes
+    )
     suffix = (" (cloud mode)" if settings.api_key else "") + (" (remote access enabled)" if policy.remote else "")
     async with (
         Webhooks.open(settings.webhooks) as webhooks,
@@ -173,7 +175,7 @@ async def serve(settings: Settings) -> None:
                     # Everything built so far (modules, the SDK's models) lives as long as the process:
                     # keep it out of the collector's full passes, which otherwise show up as latency spikes.
                     gc.freeze()
-                    await serve_stdio(build_mcp_server(writer, hub, reader))
+                    await serve_stdio(build_mcp_server(writer, hub, reader, max_arguments=settings.max_body_bytes))
                     front.cancel_scope.cancel()
             finally:
                 writer.close()

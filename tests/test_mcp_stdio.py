@@ -256,3 +256,26 @@ async def test_tool_text_with_a_lone_surrogate_is_an_error_naming_the_argument(o
         ok = await call_tool(handlers, "agentation_reply", {"annotationId": annotation["id"], "message": "fine ✓"})
         assert not ok.is_error
     assert [m["content"] for m in opened.reader.get_annotation(annotation["id"])["thread"]] == ["fine ✓"]
+
+
+async def test_tool_arguments_over_the_body_limit_are_refused(opened: Store) -> None:
+    hub = opened.hub()
+    async with running_writer(opened, hub) as writer:
+        handlers = build_handlers(writer, hub, opened.reader)
+        session = await writer.submit(CreateSession(url="http://localhost:3000/"))
+        annotation = await writer.submit(CreateAnnotation.from_body(session["id"], ANNOTATION))
+        args = {"annotationId": annotation["id"], "message": "x" * 5000}
+        refused = await call_tool(handlers, "agentation_reply", args, max_bytes=4096)
+        assert refused.is_error
+        assert tool_text(refused) == "Tool arguments too large: the limit is 4096 bytes."
+        accepted = await call_tool(handlers, "agentation_reply", {**args, "message": "short"}, max_bytes=4096)
+        assert not accepted.is_error
+    assert [m["content"] for m in opened.reader.get_annotation(annotation["id"])["thread"]] == ["short"]
+
+
+async def test_the_server_applies_the_body_limit_to_tool_arguments(tmp_path: Path) -> None:
+    with trio.fail_after(30):
+        async with mcp_client(tmp_path / "home", AGENTATION_MAX_BODY_BYTES="2048") as session:
+            result = await session.call_tool("agentation_get_session", {"sessionId": "s" * 3000})
+            assert result.is_error
+            assert tool_text(result) == "Tool arguments too large: the limit is 2048 bytes."
