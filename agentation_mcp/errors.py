@@ -9,8 +9,15 @@ into the client's error text. Anything outside this tree is a bug.
     │   ├── SessionNotFound        -> "Session not found: <id>"
     │   └── AnnotationNotFound     -> "Annotation not found: <id>"
     ├── InvalidInput               -> names the field and what it accepts
-    ├── StoreBusy                  -> another process held the write lock too long
+    ├── StoreFault                 -> the store cannot do it now; the message says why and what to do
+    │   ├── StoreBusy              -> another process held the write lock too long
+    │   ├── StoreFull              -> the disk holding the store is full
+    │   ├── StoreReadOnly          -> the store can no longer be written
+    │   ├── StoreDiskError         -> the disk reported an I/O error
+    │   └── StoreCorrupt           -> SQLite found the store damaged
     ├── StoreClosed                -> the writer has shut down
+    ├── StoreUnusable              -> the store cannot be opened at start-up
+    ├── InternalError              -> a bug; the details are in the log, not in the reply
     ├── SchemaTooNew               -> the store was written by a newer version
     └── ConfigError                -> a setting from argv or the environment is unusable
 """
@@ -48,11 +55,35 @@ class InvalidInput(AgentationError):
         self.field = field
 
 
-class StoreBusy(AgentationError):
+class StoreFault(AgentationError):
+    """The store could not carry out a read or a write for a reason outside the request.
+
+    Nothing was changed; the same request can succeed once the fault is gone.
+    Only `faults.store_fault` makes these from SQLite's errors.
+    """
+
+
+class StoreBusy(StoreFault):
     """The store stayed locked by another process past the busy timeout."""
 
     def __init__(self) -> None:
         super().__init__("The annotation store is busy (locked by another process); try again.")
+
+
+class StoreFull(StoreFault):
+    """The disk holding the store has no room for the write."""
+
+
+class StoreReadOnly(StoreFault):
+    """The store file or its folder can no longer be written."""
+
+
+class StoreDiskError(StoreFault):
+    """The operating system reported an I/O error reading or writing the store."""
+
+
+class StoreCorrupt(StoreFault):
+    """SQLite found the store's file damaged."""
 
 
 class StoreClosed(AgentationError):
@@ -76,6 +107,13 @@ class SchemaTooNew(AgentationError):
 
 class StoreUnusable(AgentationError):
     """The store cannot be opened at start-up; the message names the file, the problem and the fix."""
+
+
+class InternalError(AgentationError):
+    """A failure this program did not expect (a bug); the log on stderr has the details."""
+
+    def __init__(self) -> None:
+        super().__init__("The server could not apply this change; its log on stderr has the details.")
 
 
 class ConfigError(AgentationError):

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
 
-from . import sse
+from . import reads, sse
 from .access import AccessPolicy
 from .asgi import Mount
 from .errors import AgentationError
@@ -28,8 +28,8 @@ from .http_routes import NOT_FOUND, FireWebhooks, HttpError, JsonRoutes, domain_
 from .http_wire import BodyTooLarge, Headers, Request, WireError
 from .hub import Hub
 from .models import json_bytes
+from .reads import Reader
 from .sse_streams import EventStreams, Listeners
-from .store import StoreReader
 from .writer import Writer
 
 log = logging.getLogger("agentation_mcp")
@@ -53,7 +53,7 @@ class HttpOptions:
 class HttpApi:
     """The request handler; one per server process."""
 
-    def __init__(self, writer: Writer, hub: Hub, reader: StoreReader, options: HttpOptions) -> None:
+    def __init__(self, writer: Writer, hub: Hub, reader: Reader, options: HttpOptions) -> None:
         self.options = options
         self.reader = reader
         self.gate = Gate(options.policy)
@@ -97,7 +97,7 @@ class HttpApi:
                 await self.streams.serve(request, cors, None, _query(request))
                 return
             if parts[0] == "sessions" and len(parts) == 3 and parts[2] == "events" and method == "GET":
-                if not self.reader.session_exists(parts[1]):
+                if not reads.session_exists(self.reader, parts[1]):
                     raise NOT_FOUND_SESSION
                 await self.streams.serve(request, cors, parts[1], _query(request))
                 return

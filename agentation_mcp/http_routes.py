@@ -12,6 +12,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+from . import reads
 from .commands import (
     AddThreadMessage,
     CreateAnnotation,
@@ -22,11 +23,19 @@ from .commands import (
     UpdateAnnotation,
     check_text,
 )
-from .errors import AgentationError, AnnotationNotFound, InvalidInput, SessionNotFound, StoreBusy, StoreClosed
+from .errors import (
+    AgentationError,
+    AnnotationNotFound,
+    InvalidInput,
+    SessionNotFound,
+    StoreClosed,
+    StoreFault,
+    StoreFull,
+)
 from .http_wire import Request
 from .models import JsonObject, parse_js_float
+from .reads import Reader
 from .sse_streams import Listeners
-from .store import StoreReader
 from .writer import Writer
 
 FireWebhooks = Callable[[str, JsonObject], int]
@@ -77,14 +86,16 @@ def domain_error(exc: AgentationError) -> HttpError:
         return HttpError(404, "Annotation not found")
     if isinstance(exc, InvalidInput):
         return HttpError(400, str(exc))
-    if isinstance(exc, StoreBusy | StoreClosed):
+    if isinstance(exc, StoreFull):
+        return HttpError(507, str(exc))
+    if isinstance(exc, StoreFault | StoreClosed):
         return HttpError(503, str(exc))
     return HttpError(500, str(exc))
 
 
 class JsonRoutes:
     def __init__(
-        self, writer: Writer, reader: StoreReader, listeners: Listeners, fire_webhooks: FireWebhooks | None
+        self, writer: Writer, reader: Reader, listeners: Listeners, fire_webhooks: FireWebhooks | None
     ) -> None:
         self.writer = writer
         self.reader = reader
@@ -99,28 +110,28 @@ class JsonRoutes:
         reader, writer = self.reader, self.writer
         match request.method, parts:
             case "GET", ["sessions"]:
-                return 200, reader.list_sessions()
+                return 200, reads.list_sessions(reader)
             case "POST", ["sessions"]:
                 body = await json_body(request)
                 return 201, await writer.submit_json(CreateSession.from_body(body))
             case "GET", ["sessions", session_id]:
-                return 200, reader.get_session(session_id)
+                return 200, reads.get_session(reader, session_id)
             case "GET", ["sessions", session_id, "pending"]:
-                pending = reader.pending_annotations(session_id)
+                pending = reads.pending_annotations(reader, session_id)
                 return 200, {"count": len(pending), "annotations": pending}
             case "GET", ["pending"]:
-                pending = reader.pending_annotations(None)
+                pending = reads.pending_annotations(reader, None)
                 return 200, {"count": len(pending), "annotations": pending}
             case "POST", ["sessions", session_id, "annotations"]:
                 body = await json_body(request)
                 return 201, await writer.submit_json(CreateAnnotation.from_body(session_id, body))
             case "POST", ["sessions", session_id, "action"]:
                 body = await json_body(request)
-                if not reader.session_exists(session_id):
+                if not reads.session_exists(reader, session_id):
                     raise SessionNotFound(session_id)
                 return 200, await self._request_action(RequestAction.from_body(session_id, body))
             case "GET", ["annotations", annotation_id]:
-                return 200, reader.get_annotation(annotation_id)
+                return 200, reads.get_annotation(reader, annotation_id)
             case "PATCH", ["annotations", annotation_id]:
                 body = await json_body(request)
                 return 200, await writer.submit_json(UpdateAnnotation.from_body(annotation_id, body))

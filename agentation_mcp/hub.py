@@ -14,6 +14,8 @@ Invariants:
   published first; an event at or below `last_published` is dropped as a repeat.
 * Other processes' commits are noticed by `run_tail`, which polls
   `PRAGMA data_version` on the read connection while anyone is subscribed.
+* A failed table read (a storage fault) publishes nothing past the gap: the
+  events stay in the table, and the tail reads them again on its next poll.
 * A sink is a subscriber that is called with each event as it is published,
   for a consumer that never waits (the SSE fan-out, which only writes to
   sockets that can take the bytes at once). A sink must not raise.
@@ -21,13 +23,17 @@ Invariants:
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncGenerator, Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 import trio
 
+from .errors import StoreFault
 from .models import Event
+
+log = logging.getLogger("agentation_mcp")
 
 Sink = Callable[[Event], None]
 ReadEvents = Callable[[int, int | None], list[Event]]
@@ -72,6 +78,7 @@ class Hub:
         self._sinks: list[Sink] = []
         self._hold: int | None = None
         self._held_back = False
+        self._behind = False  # a table read failed; the tail retries it
         self._subscriber_arrived = trio.Event()
         self.last_published = last_sequence
         self._published = 0
@@ -90,8 +97,8 @@ class Hub:
                 self.last_published = event.sequence
                 self._published += 1
                 continue
-            if event.sequence > self.last_published + 1:
-                self._publish_from_table(upto=event.sequence - 1)
+            if event.sequence > self.last_published + 1 and not self._publish_from_table(upto=event.sequence - 1):
+                return
             self._deliver(event)
 
     def catch_up(self) -> None:
@@ -111,18 +118,26 @@ class Hub:
             self._held_back = False
             self.catch_up()
 
-    def _publish_from_table(self, upto: int | None) -> None:
+    def _publish_from_table(self, upto: int | None) -> bool:
+        """Publish persisted events up to `upto`; False if the table could not be read."""
         if self._hold is not None and (upto is None or upto >= self._hold):
             upto = self._hold - 1
             self._held_back = True
         if upto is not None and upto <= self.last_published:
-            return
+            return True
         while True:
-            page = self._read_events(self.last_published, upto)
+            try:
+                page = self._read_events(self.last_published, upto)
+            except StoreFault as exc:
+                if not self._behind:
+                    log.warning("[Hub] Events could not be read from the store: %s", exc)
+                self._behind = True
+                return False
+            self._behind = False
             for event in page:
                 self._deliver(event)
             if not page or (upto is not None and self.last_published >= upto):
-                return
+                return True
 
     def _deliver(self, event: Event) -> None:
         self.last_published = event.sequence
@@ -183,14 +198,17 @@ class Hub:
 
     async def run_tail(self, data_version: Callable[[], int], *, interval: float = 0.005) -> None:
         """Publish commits made by other processes; polls only while someone listens."""
-        seen = data_version()
+        seen = -1
         while True:
             while not self._subscribers and not self._sinks:
                 # Only this loop replaces the event, and only after checking: no wake-up is lost.
                 self._subscriber_arrived = trio.Event()
                 await self._subscriber_arrived.wait()
             await trio.sleep(interval)
-            version = data_version()
-            if version != seen:
+            try:
+                version = data_version()
+            except StoreFault:
+                continue
+            if version != seen or self._behind:
                 seen = version
                 self.catch_up()

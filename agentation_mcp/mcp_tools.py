@@ -20,12 +20,12 @@ from mcp.server.lowlevel.server import Server
 from mcp.server.streamable_http_manager import StreamableHTTPASGIApp, StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
 
-from . import __version__
+from . import __version__, reads
 from .commands import AddThreadMessage, NewThreadMessage, UpdateAnnotation, check_text
 from .errors import AgentationError, AnnotationNotFound, InvalidInput
 from .hub import Hub
 from .models import JsonObject, agent_view, json_bytes, session_summary, to_json
-from .store import StoreReader
+from .reads import Reader
 from .watch import DEFAULT_BATCH_WINDOW, DEFAULT_TIMEOUT, clamp, watch_annotations
 from .writer import Writer
 
@@ -195,21 +195,21 @@ def _error_result(text: str) -> types.CallToolResult:
     return types.CallToolResult(content=[types.TextContent(type="text", text=text)], is_error=True)
 
 
-def build_handlers(writer: Writer, hub: Hub, reader: StoreReader) -> dict[str, Handler]:
+def build_handlers(writer: Writer, hub: Hub, reader: Reader) -> dict[str, Handler]:
     """The tools' behaviour, keyed by name; arguments are already type-checked."""
 
     async def list_sessions(args: Mapping[str, Any]) -> JsonObject:
-        return {"sessions": [session_summary(s) for s in reader.list_sessions()]}
+        return {"sessions": [session_summary(s) for s in reads.list_sessions(reader)]}
 
     async def get_session(args: Mapping[str, Any]) -> JsonObject:
-        return reader.get_session(args["sessionId"])
+        return reads.get_session(reader, args["sessionId"])
 
     async def get_pending(args: Mapping[str, Any]) -> JsonObject:
-        pending = reader.pending_annotations(args["sessionId"])
+        pending = reads.pending_annotations(reader, args["sessionId"])
         return {"count": len(pending), "annotations": [agent_view(a) for a in pending]}
 
     async def get_all_pending(args: Mapping[str, Any]) -> JsonObject:
-        pending = reader.pending_annotations(None)
+        pending = reads.pending_annotations(reader, None)
         return {"count": len(pending), "annotations": [agent_view(a) for a in pending]}
 
     async def acknowledge(args: Mapping[str, Any]) -> JsonObject:
@@ -236,7 +236,7 @@ def build_handlers(writer: Writer, hub: Hub, reader: StoreReader) -> dict[str, H
 
     async def reply(args: Mapping[str, Any]) -> JsonObject:
         if not args["message"]:
-            reader.get_annotation(args["annotationId"])  # an unknown id is the clearer error
+            reads.get_annotation(reader, args["annotationId"])  # an unknown id is the clearer error
             raise AgentationError("message must not be empty.")
         await writer.submit(AddThreadMessage(args["annotationId"], NewThreadMessage("agent", args["message"])))
         return {"replied": True, "annotationId": args["annotationId"], "message": args["message"]}
@@ -298,7 +298,7 @@ async def call_tool(
 
 
 def build_mcp_server(
-    writer: Writer, hub: Hub, reader: StoreReader, *, max_arguments: int = DEFAULT_MAX_ARGUMENTS
+    writer: Writer, hub: Hub, reader: Reader, *, max_arguments: int = DEFAULT_MAX_ARGUMENTS
 ) -> Server[Any]:
     """A fresh MCP server with the nine tools; one per stdio or HTTP session is fine."""
     handlers = build_handlers(writer, hub, reader)
@@ -318,7 +318,7 @@ def build_mcp_server(
 def build_http_mcp(
     writer: Writer,
     hub: Hub,
-    reader: StoreReader,
+    reader: Reader,
     *,
     idle_timeout: float = 30 * 60,
     max_arguments: int = DEFAULT_MAX_ARGUMENTS,

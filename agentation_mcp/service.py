@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx2
 import trio
 
-from . import schema, store
+from . import reads, schema, store, transactions
 from .access import AccessPolicy
 from .asgi import Mount
 from .cloud import CloudProxy
@@ -33,8 +33,9 @@ from .http_wire import HttpLimits
 from .hub import Hub
 from .mcp_tools import build_http_mcp, build_mcp_server
 from .models import Event, to_json
+from .reads import Reader
 from .stdio import serve_stdio
-from .store import StoreLocation, StoreReader
+from .store import StoreLocation
 from .webhooks import Webhooks
 from .writer import Writer, run_writer
 
@@ -81,7 +82,7 @@ async def _log_events(hub: Hub, path: Path, task_status: trio.TaskStatus[None] =
             out.flush()
 
 
-async def _run_http(settings: Settings, writer: Writer, hub: Hub, reader: StoreReader) -> None:
+async def _run_http(settings: Settings, writer: Writer, hub: Hub, reader: Reader) -> None:
     """The toolbar's HTTP API, SSE and `/mcp` on one port (or waiting for it)."""
     policy = AccessPolicy(
         bind_host=settings.bind_host,
@@ -125,7 +126,7 @@ def _open_store(write_conn: store.Connection, location: StoreLocation, settings:
     if location.in_memory:
         log.info("[Store] Using in-memory store (AGENTATION_STORE=memory)")
         return
-    pruned = store.prune_events(write_conn, settings.event_retention_days)
+    pruned = transactions.prune_events(write_conn, settings.event_retention_days)
     log.info("[Store] Using SQLite store (%s)%s", location.path, f", pruned {pruned} old events" if pruned else "")
 
 
@@ -147,8 +148,8 @@ async def serve(settings: Settings) -> None:
             raise
         read_conn = store.open_read_connection(location)
         wal_sync = store.WalSync.attach(write_conn, location)
-        reader = StoreReader(read_conn)
-        hub = Hub(reader.events_after, reader.last_sequence())
+        reader = Reader(read_conn)
+        hub = Hub(partial(reads.events_after, reader), reads.last_sequence(reader))
         async with trio.open_nursery() as store_nursery:
             writer: Writer = await store_nursery.start(
                 partial(
@@ -163,7 +164,7 @@ async def serve(settings: Settings) -> None:
                 async with trio.open_nursery() as front:
                     await front.start(_cancel_on_signal, front.cancel_scope)
                     if not location.in_memory:
-                        front.start_soon(hub.run_tail, reader.data_version)
+                        front.start_soon(hub.run_tail, partial(reads.data_version, reader))
                     if settings.event_log is not None:
                         await front.start(_log_events, hub, settings.event_log)
                     if not settings.mcp_only:

@@ -23,11 +23,11 @@ from dataclasses import dataclass
 
 import trio
 
-from . import sse
+from . import reads, sse
 from .http_wire import ClientGone, Headers, Request, chunk
 from .hub import Hub
 from .models import ANNOTATION_CREATED, Event, now_iso
-from .store import StoreReader
+from .reads import Reader
 
 _FRAME_CACHE = 512
 _REPLAY_PAGE = 1000
@@ -47,7 +47,7 @@ class Listener:
 class Listeners:
     """The open SSE streams of this process, and which sessions' events each receives."""
 
-    def __init__(self, reader: StoreReader) -> None:
+    def __init__(self, reader: Reader) -> None:
         self._reader = reader
         self._open: set[Listener] = set()
         self._hosts: dict[str, str | None] = {}
@@ -69,7 +69,7 @@ class Listeners:
     def host_of(self, session_id: str) -> str | None:
         """The `host[:port]` of the session's page, as the `?domain=` filter compares it."""
         if session_id not in self._hosts:
-            self._hosts[session_id] = sse.url_host(self._reader.session_url(session_id))
+            self._hosts[session_id] = sse.url_host(reads.session_url(self._reader, session_id))
         return self._hosts[session_id]
 
     def wants(self, listener: Listener, session_id: str) -> bool:
@@ -138,7 +138,7 @@ class _Stream:
 class EventStreams:
     """Serves the SSE endpoints of one server process, and fans live events out to them."""
 
-    def __init__(self, hub: Hub, reader: StoreReader, listeners: Listeners, ping_interval: float) -> None:
+    def __init__(self, hub: Hub, reader: Reader, listeners: Listeners, ping_interval: float) -> None:
         self.hub = hub
         self.reader = reader
         self.listeners = listeners
@@ -187,7 +187,7 @@ class EventStreams:
         domain = query.get("domain") if session_id is None else None
         listener = Listener(agent=agent, session_id=session_id, domain=domain)
         resume = sse.parse_last_event_id(request.headers.get("last-event-id"))
-        cursor = self.reader.last_sequence() if resume is None else resume
+        cursor = reads.last_sequence(self.reader) if resume is None else resume
         self.listeners.add(listener)
         sock = request.direct_socket()
         stream = _Stream(listener, sock, request.chunked, cursor)
@@ -229,7 +229,7 @@ class EventStreams:
             stream.busy = True
             stream.lagged = False
             self._join(stream)
-            while page := self.reader.event_rows_after(stream.cursor, _REPLAY_PAGE):
+            while page := reads.event_rows_after(self.reader, stream.cursor, limit=_REPLAY_PAGE):
                 frames = [sse.frame(*row) for row in page if wants(stream.listener, row[1])]
                 stream.cursor = max(stream.cursor, page[-1][2])
                 if frames:
@@ -262,7 +262,7 @@ class EventStreams:
 
     def _initial_sync(self, domain: str | None) -> bytes:
         frames: list[bytes] = []
-        for annotation in self.reader.pending_annotations(None):
+        for annotation in reads.pending_annotations(self.reader, None):
             if domain is not None and self.listeners.host_of(annotation["sessionId"]) != domain:
                 continue
             data = {

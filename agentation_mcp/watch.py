@@ -15,10 +15,11 @@ from typing import Any
 
 import trio
 
+from . import reads
 from .errors import SessionNotFound
 from .hub import Hub
 from .models import ANNOTATION_CREATED, JsonObject, agent_view
-from .store import StoreReader
+from .reads import Reader
 
 DEFAULT_BATCH_WINDOW = 10.0
 DEFAULT_TIMEOUT = 120.0
@@ -47,7 +48,7 @@ def _timed_out(timeout: float) -> JsonObject:
 
 async def watch_annotations(
     hub: Hub,
-    reader: StoreReader,
+    reader: Reader,
     *,
     session_id: str | None = None,
     batch_window: float = DEFAULT_BATCH_WINDOW,
@@ -58,11 +59,11 @@ async def watch_annotations(
     `batch_window` and `timeout` are used as given; the caller clamps them.
     Raises `SessionNotFound` for an unknown `session_id`.
     """
-    if session_id is not None and not reader.session_exists(session_id):
+    if session_id is not None and not reads.session_exists(reader, session_id):
         raise SessionNotFound(session_id)
     deadline = trio.current_time() + timeout
-    cursor = reader.last_sequence()
-    pending = reader.pending_annotations(session_id)
+    cursor = reads.last_sequence(reader)
+    pending = reads.pending_annotations(reader, session_id)
     if pending:
         return _batch(pending)
 
@@ -75,7 +76,7 @@ async def watch_annotations(
             return _timed_out(timeout)
         with trio.move_on_after(batch_window):
             await _gather(hub, position, session_id, collected, first_only=False)
-        current = reader.annotations_by_id(collected)
+        current = reads.annotations_by_id(reader, collected)
         still_pending = [current[i] for i in dict.fromkeys(collected) if current.get(i, {}).get("status") == "pending"]
         if still_pending:
             return _batch(still_pending)

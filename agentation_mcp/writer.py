@@ -40,10 +40,11 @@ import outcome
 import trio
 
 from .commands import Command
-from .errors import StoreClosed
+from .errors import InternalError, StoreBusy, StoreClosed, StoreFault
 from .hub import Hub
 from .models import Event, json_bytes
-from .store import Connection, commit_batch, try_commit_batch
+from .store import Connection
+from .transactions import commit_batch, try_commit_batch
 
 T = TypeVar("T")
 log = logging.getLogger("agentation_mcp")
@@ -202,6 +203,7 @@ async def _serve(
     """
     flushes, flushed = trio.open_memory_channel[tuple[list[_Envelope], Committed]](math.inf)
     unflushed: deque[int] = deque()  # the first sequence of each committed batch not yet answered
+    health = _Health()
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_answer, flushed, hub, database, durable, unflushed)
         async with receive, flushes:
@@ -213,13 +215,19 @@ async def _serve(
                     except (trio.WouldBlock, trio.EndOfChannel):
                         break
                 commands = [envelope.command for envelope in batch]
-                if database is None:
-                    results = commit_batch(conn, commands)
-                else:
-                    tried = try_commit_batch(conn, commands)
-                    if tried is None:
-                        tried = await database.run(partial(commit_batch, conn, commands))
-                    results = tried
+                try:
+                    if database is None:
+                        results = commit_batch(conn, commands)
+                    else:
+                        tried = try_commit_batch(conn, commands)
+                        if tried is None:
+                            tried = await database.run(partial(commit_batch, conn, commands))
+                        results = tried
+                except Exception:
+                    # `commit_batch` answers every failure it knows of; this is a bug, and the writer lives on.
+                    log.exception("[Store] Committing a batch of %d commands failed", len(commands))
+                    results = [outcome.Error(InternalError()) for _ in commands]
+                health.saw(results)
                 writer.commands += len(batch)
                 writer.batches += 1
                 writer.largest_batch = max(writer.largest_batch, len(batch))
@@ -228,6 +236,27 @@ async def _serve(
                     unflushed.append(first_sequence)
                     hub.hold_from(unflushed[0])
                 flushes.send_nowait((batch, results))
+
+
+class _Health:
+    """Logs when writes start failing for a storage fault, and when they succeed again: once each, not per batch."""
+
+    def __init__(self) -> None:
+        self.failing: str | None = None
+
+    def saw(self, results: Committed) -> None:
+        for result in results:
+            if isinstance(result, outcome.Value):
+                if self.failing is not None:
+                    log.info("[Store] Writes succeed again")
+                    self.failing = None
+                return
+        for result in results:
+            if isinstance(result, outcome.Error) and isinstance(result.error, StoreFault):
+                if not isinstance(result.error, StoreBusy) and str(result.error) != self.failing:
+                    self.failing = str(result.error)
+                    log.error("[Store] Writes are failing: %s", self.failing)
+                return
 
 
 def _first_sequence(results: Committed) -> int | None:

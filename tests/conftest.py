@@ -20,9 +20,12 @@ import trio
 from mcp.client.session import ClientSession
 from mcp.client.stdio import StdioServerParameters, stdio_client
 
-from agentation_mcp import schema, store
+from agentation_mcp import reads, schema, store, transactions
+from agentation_mcp.commands import Command
 from agentation_mcp.hub import Hub
-from agentation_mcp.store import StoreLocation, StoreReader
+from agentation_mcp.models import Event
+from agentation_mcp.reads import Reader
+from agentation_mcp.store import StoreLocation
 from agentation_mcp.writer import Writer, run_writer
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -45,10 +48,10 @@ def anyio_backend() -> str:
 class Store:
     location: StoreLocation
     conn: apsw.Connection
-    reader: StoreReader
+    reader: Reader
 
     def hub(self) -> Hub:
-        return Hub(self.reader.events_after, self.reader.last_sequence())
+        return Hub(partial(reads.events_after, self.reader), reads.last_sequence(self.reader))
 
 
 @pytest.fixture
@@ -62,9 +65,28 @@ def opened(db_path: Path) -> Iterator[Store]:
     conn = store.open_write_connection(location)
     schema.migrate(conn)
     read = store.open_read_connection(location)
-    yield Store(location, conn, StoreReader(read))
+    yield Store(location, conn, Reader(read))
     read.close()
     conn.close()
+
+
+def commit(conn: apsw.Connection, *commands: Command) -> list[tuple[Any, list[Event]]]:
+    """Commit `commands` straight to the store in one transaction, as the writer (or another process) does.
+
+    Returns each command's (result, events); raises the first command's error.
+    """
+    return [committed.unwrap() for committed in transactions.commit_batch(conn, commands)]
+
+
+def commit_to_file(home: Path, command: Command) -> Any:
+    """Commit one command to the store under `home` from a connection of its own, as another process would."""
+    conn = store.open_write_connection(StoreLocation(home / ".agentation" / "store.db"))
+    try:
+        schema.migrate(conn)
+        [(result, _)] = commit(conn, command)
+        return result
+    finally:
+        conn.close()
 
 
 @asynccontextmanager

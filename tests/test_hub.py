@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 from contextlib import aclosing
+from functools import partial
 
 import pytest
 import trio
 import trio.testing
 
-from agentation_mcp import store
+from agentation_mcp import reads
 from agentation_mcp.commands import CreateSession
 from agentation_mcp.hub import Hub
 from agentation_mcp.models import Event
 
-from .conftest import Store, running_writer
+from .conftest import Store, commit, running_writer
 
 pytestmark = pytest.mark.anyio
 
@@ -22,9 +23,8 @@ def commit_session(st: Store, n: int = 1) -> list[Event]:
     """Write sessions straight to the table, as another process would."""
     events: list[Event] = []
     for i in range(n):
-        with st.conn:
-            _, pending = store.apply(st.conn, CreateSession(url=f"http://localhost:{4000 + i}/"))
-            events += store.append_events(st.conn, pending)
+        [(_, committed)] = commit(st.conn, CreateSession(url=f"http://localhost:{4000 + i}/"))
+        events += committed
     return events
 
 
@@ -42,7 +42,7 @@ async def test_publish_fills_gaps_from_the_table_and_drops_repeats(opened: Store
 
 
 async def test_a_stuck_listener_is_cut_off_without_slowing_the_writer(opened: Store) -> None:
-    hub = Hub(opened.reader.events_after, 0, buffer=4)
+    hub = Hub(partial(reads.events_after, opened.reader), 0, buffer=4)
     async with running_writer(opened, hub) as writer:
         with hub.subscribe() as stuck, hub.subscribe() as reader_sub, trio.fail_after(10):
             seen: list[int] = []
@@ -56,7 +56,7 @@ async def test_a_stuck_listener_is_cut_off_without_slowing_the_writer(opened: St
 
 
 async def test_follow_catches_a_lagging_listener_up_in_order_exactly_once(opened: Store) -> None:
-    hub = Hub(opened.reader.events_after, 0, buffer=2)
+    hub = Hub(partial(reads.events_after, opened.reader), 0, buffer=2)
     commit_session(opened, 3)
     hub.catch_up()
     got: list[int] = []
@@ -79,7 +79,7 @@ async def test_tail_publishes_commits_of_another_connection(opened: Store) -> No
     hub = opened.hub()
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(hub.run_tail, opened.reader.data_version)
+            nursery.start_soon(hub.run_tail, partial(reads.data_version, opened.reader))
             with hub.subscribe() as sub:
                 await trio.testing.wait_all_tasks_blocked()
                 commit_session(opened, 2)
@@ -89,10 +89,10 @@ async def test_tail_publishes_commits_of_another_connection(opened: Store) -> No
 
 
 async def test_tail_keeps_publishing_after_its_only_listener_lagged_and_came_back(opened: Store) -> None:
-    hub = Hub(opened.reader.events_after, 0, buffer=1)
+    hub = Hub(partial(reads.events_after, opened.reader), 0, buffer=1)
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(hub.run_tail, opened.reader.data_version)
+            nursery.start_soon(hub.run_tail, partial(reads.data_version, opened.reader))
             with hub.subscribe() as first:
                 await trio.testing.wait_all_tasks_blocked()  # the tail has read data_version
                 commit_session(opened, 3)  # more than the buffer: the listener is cut off

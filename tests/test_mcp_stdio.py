@@ -9,12 +9,11 @@ from typing import Any
 import pytest
 import trio
 
-from agentation_mcp import schema, store
-from agentation_mcp.commands import Command, CreateAnnotation, CreateSession
+from agentation_mcp import reads
+from agentation_mcp.commands import CreateAnnotation, CreateSession
 from agentation_mcp.mcp_tools import build_handlers, call_tool
-from agentation_mcp.store import StoreLocation
 
-from .conftest import ANNOTATION, Store, mcp_client, running_writer, tool_json, tool_text
+from .conftest import ANNOTATION, Store, commit_to_file, mcp_client, running_writer, tool_json, tool_text
 
 pytestmark = pytest.mark.anyio
 
@@ -32,19 +31,6 @@ EXPECTED_SCHEMAS = {
         [],
     ),
 }
-
-
-def write(home: Path, command: Command) -> Any:
-    """Commit one command to the store file from this (another) process."""
-    conn = store.open_write_connection(StoreLocation(home / ".agentation" / "store.db"))
-    try:
-        schema.migrate(conn)
-        with conn:
-            result, pending = store.apply(conn, command)
-            store.append_events(conn, pending)
-        return result
-    finally:
-        conn.close()
 
 
 async def test_tools_list_matches_the_reference_schemas(tmp_path: Path) -> None:
@@ -68,16 +54,16 @@ async def test_tools_list_matches_the_reference_schemas(tmp_path: Path) -> None:
 
 
 async def test_every_tool_against_a_real_store(tmp_path: Path) -> None:
-    session = write(tmp_path, CreateSession(url="http://localhost:3000/app", project_id="p"))
+    session = commit_to_file(tmp_path, CreateSession(url="http://localhost:3000/app", project_id="p"))
     sid = session["id"]
-    feedback = write(
+    feedback = commit_to_file(
         tmp_path,
         CreateAnnotation.from_body(
             sid,
             {**ANNOTATION, "sourceFile": "src/a.tsx:3", "attributes": {"role": "button"}, "intent": "change"},
         ),
     )
-    placement = write(
+    placement = commit_to_file(
         tmp_path,
         CreateAnnotation.from_body(
             sid,
@@ -212,7 +198,7 @@ async def test_error_texts_match_the_reference(tmp_path: Path) -> None:
 
 
 async def test_watch_wakes_on_a_commit_from_another_process(tmp_path: Path) -> None:
-    session = write(tmp_path, CreateSession(url="http://localhost:3000/"))
+    session = commit_to_file(tmp_path, CreateSession(url="http://localhost:3000/"))
     with trio.fail_after(30):
         async with mcp_client(tmp_path) as client:
             result: dict[str, Any] = {}
@@ -224,7 +210,7 @@ async def test_watch_wakes_on_a_commit_from_another_process(tmp_path: Path) -> N
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(watch)
                 await trio.sleep(0.5)  # let the watch subscribe; its correctness does not depend on this
-                created = write(tmp_path, CreateAnnotation.from_body(session["id"], ANNOTATION))
+                created = commit_to_file(tmp_path, CreateAnnotation.from_body(session["id"], ANNOTATION))
     assert result["timeout"] is False
     assert [a["id"] for a in result["annotations"]] == [created["id"]]
 
@@ -255,7 +241,7 @@ async def test_tool_text_with_a_lone_surrogate_is_an_error_naming_the_argument(o
         assert tool_text(result) == "message must be valid Unicode text; it holds a lone surrogate such as \\ud800."
         ok = await call_tool(handlers, "agentation_reply", {"annotationId": annotation["id"], "message": "fine ✓"})
         assert not ok.is_error
-    assert [m["content"] for m in opened.reader.get_annotation(annotation["id"])["thread"]] == ["fine ✓"]
+    assert [m["content"] for m in reads.get_annotation(opened.reader, annotation["id"])["thread"]] == ["fine ✓"]
 
 
 async def test_tool_arguments_over_the_body_limit_are_refused(opened: Store) -> None:
@@ -270,7 +256,7 @@ async def test_tool_arguments_over_the_body_limit_are_refused(opened: Store) -> 
         assert tool_text(refused) == "Tool arguments too large: the limit is 4096 bytes."
         accepted = await call_tool(handlers, "agentation_reply", {**args, "message": "short"}, max_bytes=4096)
         assert not accepted.is_error
-    assert [m["content"] for m in opened.reader.get_annotation(annotation["id"])["thread"]] == ["short"]
+    assert [m["content"] for m in reads.get_annotation(opened.reader, annotation["id"])["thread"]] == ["short"]
 
 
 async def test_the_server_applies_the_body_limit_to_tool_arguments(tmp_path: Path) -> None:

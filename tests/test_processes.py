@@ -16,8 +16,7 @@ from mcp.client.session import ClientSession
 
 from agentation_mcp.commands import CreateAnnotation, CreateSession
 
-from .conftest import ANNOTATION, mcp_client, tool_json
-from .test_mcp_stdio import write
+from .conftest import ANNOTATION, commit_to_file, mcp_client, tool_json
 
 pytestmark = pytest.mark.anyio
 
@@ -61,8 +60,8 @@ async def wait_for_log(path: Path, last: int) -> list[dict[str, Any]]:
 
 
 async def test_two_processes_share_one_store_without_losing_or_misordering(tmp_path: Path) -> None:
-    session = write(tmp_path, CreateSession(url="http://localhost:3000/"))
-    ids = [write(tmp_path, CreateAnnotation.from_body(session["id"], ANNOTATION))["id"] for _ in range(10)]
+    session = commit_to_file(tmp_path, CreateSession(url="http://localhost:3000/"))
+    ids = [commit_to_file(tmp_path, CreateAnnotation.from_body(session["id"], ANNOTATION))["id"] for _ in range(10)]
     start_sequence = 11
     logs = [tmp_path / "a.log", tmp_path / "b.log"]
     errors: list[str] = []
@@ -111,8 +110,8 @@ async def test_two_processes_share_one_store_without_losing_or_misordering(tmp_p
 
 
 async def test_a_killed_server_loses_no_acknowledged_write(tmp_path: Path) -> None:
-    session = write(tmp_path, CreateSession(url="http://localhost:3000/"))
-    ids = [write(tmp_path, CreateAnnotation.from_body(session["id"], ANNOTATION))["id"] for _ in range(4)]
+    session = commit_to_file(tmp_path, CreateSession(url="http://localhost:3000/"))
+    ids = [commit_to_file(tmp_path, CreateAnnotation.from_body(session["id"], ANNOTATION))["id"] for _ in range(4)]
     acknowledged: list[str] = []
     enough = trio.Event()
     killed = trio.Event()

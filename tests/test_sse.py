@@ -19,8 +19,7 @@ from agentation_mcp import sse
 from agentation_mcp.commands import UpdateAnnotation
 from agentation_mcp.models import Event
 
-from .conftest import ANNOTATION, ServerProcess, tool_json
-from .test_mcp_stdio import write
+from .conftest import ANNOTATION, ServerProcess, commit_to_file, tool_json
 
 pytestmark = pytest.mark.anyio
 
@@ -170,7 +169,7 @@ async def test_events_written_by_another_process_appear(server: ServerProcess, t
             annotation = await post(api, f"/sessions/{session['id']}/annotations", ANNOTATION)
             async with stream(f"{server.url}/sessions/{session['id']}/events") as events:
                 await trio.to_thread.run_sync(
-                    write, tmp_path / "home", UpdateAnnotation(annotation["id"], {"status": "acknowledged"})
+                    commit_to_file, tmp_path / "home", UpdateAnnotation(annotation["id"], {"status": "acknowledged"})
                 )
                 frame = await events.frame()
     assert frame["event"] == "annotation.updated"
@@ -307,7 +306,9 @@ async def test_the_second_server_takes_the_port_over_and_replay_misses_nothing(t
                     assert await trio.to_thread.run_sync(owner.stop) == 0
                 stopped = trio.current_time()
                 # Written while nobody serves HTTP: through the store, from another process.
-                await trio.to_thread.run_sync(write, home, UpdateAnnotation(annotation["id"], {"comment": "two"}))
+                await trio.to_thread.run_sync(
+                    commit_to_file, home, UpdateAnnotation(annotation["id"], {"comment": "two"})
+                )
                 await trio.to_thread.run_sync(waiting.listening.wait, 10)
                 assert trio.current_time() - stopped < 3
                 async with stream(

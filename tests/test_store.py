@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agentation_mcp import store
+from agentation_mcp import reads, transactions
 from agentation_mcp.commands import (
     AddThreadMessage,
     Command,
@@ -23,14 +23,12 @@ from agentation_mcp.commands import (
 from agentation_mcp.errors import AnnotationNotFound, InvalidInput, SessionNotFound
 from agentation_mcp.models import Event
 
-from .conftest import ANNOTATION, Store
+from .conftest import ANNOTATION, Store, commit
 
 
 def run(st_: Store, command: Command) -> tuple[Any, list[Event]]:
-    with st_.conn:
-        result, pending = store.apply(st_.conn, command)
-        events = store.append_events(st_.conn, pending)
-    return result, events
+    [done] = commit(st_.conn, command)
+    return done
 
 
 def new_session(st_: Store) -> str:
@@ -45,7 +43,7 @@ def test_session_create_returns_the_short_form_and_lists_newest_first(opened: St
     assert [e.type for e in events] == ["session.created"]
     assert events[0].payload == first
     second, _ = run(opened, CreateSession(url="http://localhost:5173/"))
-    listed = opened.reader.list_sessions()
+    listed = reads.list_sessions(opened.reader)
     assert [s["id"] for s in listed] == [second["id"], first["id"]]
     assert listed[1] == {**first, "updatedAt": None, "userId": None}
 
@@ -75,7 +73,7 @@ def test_annotation_create_returns_the_stored_form_with_unknown_fields_kept(open
     assert created["isMultiSelect"] is False
     assert created["selectedText"] is None
     assert "thread" not in created
-    assert created == opened.reader.get_annotation(created["id"])
+    assert created == reads.get_annotation(opened.reader, created["id"])
     assert events[0].type == "annotation.created"
     assert events[0].payload == created
     keys = list(created)
@@ -198,7 +196,7 @@ def test_invalid_updates_are_refused_and_change_nothing(opened: Store, body: Any
     created, _ = run(opened, CreateAnnotation.from_body(sid, ANNOTATION))
     with pytest.raises(InvalidInput, match=f"^{message}"):
         UpdateAnnotation.from_body(created["id"], body)
-    assert opened.reader.get_annotation(created["id"]) == created
+    assert reads.get_annotation(opened.reader, created["id"]) == created
 
 
 def test_thread_message_emits_updated_then_message(opened: Store) -> None:
@@ -236,7 +234,7 @@ def test_action_request_is_persisted_with_its_own_sequence(opened: Store) -> Non
     result, events = run(opened, RequestAction.from_body(sid, {"output": "do it"}))
     assert result["annotationCount"] == 1
     assert events[0].type == "action.requested"
-    assert opened.reader.events_after(0)[-1] == events[0]
+    assert reads.events_after(opened.reader, 0)[-1] == events[0]
     with pytest.raises(InvalidInput, match=r"^output is required$"):
         RequestAction.from_body(sid, {"output": ""})
 
@@ -245,19 +243,19 @@ def test_sequences_are_consecutive_and_survive_pruning_every_event(opened: Store
     sid = new_session(opened)
     for _ in range(3):
         run(opened, CreateAnnotation.from_body(sid, ANNOTATION))
-    assert [e.sequence for e in opened.reader.events_after(0)] == [1, 2, 3, 4]
+    assert [e.sequence for e in reads.events_after(opened.reader, 0)] == [1, 2, 3, 4]
     opened.conn.execute("UPDATE events SET timestamp = '2020-01-01T00:00:00.000Z'")
-    assert store.prune_events(opened.conn, 7) == 4
-    assert opened.reader.events_after(0) == []
-    assert opened.reader.last_sequence() == 4
+    assert transactions.prune_events(opened.conn, 7) == 4
+    assert reads.events_after(opened.reader, 0) == []
+    assert reads.last_sequence(opened.reader) == 4
     _, events = run(opened, CreateSession(url="http://localhost:1/"))
     assert events[0].sequence == 5
 
 
 def test_retention_keeps_recent_events(opened: Store) -> None:
     new_session(opened)
-    assert store.prune_events(opened.conn, 7) == 0
-    assert len(opened.reader.events_after(0)) == 1
+    assert transactions.prune_events(opened.conn, 7) == 0
+    assert len(reads.events_after(opened.reader, 0)) == 1
 
 
 def test_pending_lists_sessions_newest_first_and_annotations_by_timestamp(opened: Store) -> None:
@@ -268,9 +266,9 @@ def test_pending_lists_sessions_newest_first_and_annotations_by_timestamp(opened
     b, _ = run(opened, CreateAnnotation.from_body(new, ANNOTATION))
     done, _ = run(opened, CreateAnnotation.from_body(new, ANNOTATION))
     run(opened, UpdateAnnotation.from_body(done["id"], {"status": "acknowledged"}))
-    assert [a["id"] for a in opened.reader.pending_annotations()] == [b["id"], a1["id"], a2["id"]]
-    assert [a["id"] for a in opened.reader.pending_annotations(old)] == [a1["id"], a2["id"]]
-    assert opened.reader.pending_annotations("unknown") == []
+    assert [a["id"] for a in reads.pending_annotations(opened.reader)] == [b["id"], a1["id"], a2["id"]]
+    assert [a["id"] for a in reads.pending_annotations(opened.reader, old)] == [a1["id"], a2["id"]]
+    assert reads.pending_annotations(opened.reader, "unknown") == []
 
 
 json_values = st.recursive(
@@ -290,7 +288,7 @@ def test_any_text_and_json_sent_comes_back_equal(opened: Store, comment: str, un
     sid = new_session(opened)
     body = {**ANNOTATION, "comment": comment, "someUnmodelledField": unknown, "attributes": attributes}
     created, _ = run(opened, CreateAnnotation.from_body(sid, body))
-    stored = opened.reader.get_annotation(created["id"])
+    stored = reads.get_annotation(opened.reader, created["id"])
     assert stored["comment"] == comment
     assert stored["attributes"] == attributes
     if unknown is not None:

@@ -29,6 +29,7 @@ import shutil
 import threading
 import time
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,7 @@ import trio.testing
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agentation_mcp import schema, store
+from agentation_mcp import changes, reads, schema, store, transactions
 from agentation_mcp.commands import (
     AddThreadMessage,
     Command,
@@ -49,7 +50,7 @@ from agentation_mcp.commands import (
     NewThreadMessage,
     UpdateAnnotation,
 )
-from agentation_mcp.errors import AnnotationNotFound
+from agentation_mcp.errors import AnnotationNotFound, InternalError
 from agentation_mcp.models import (
     ANNOTATION_STATUSES,
     CLOSED_STATUSES,
@@ -59,19 +60,20 @@ from agentation_mcp.models import (
     Event,
     to_json,
 )
-from agentation_mcp.store import AnnotationCache, StoreLocation, WalSync
+from agentation_mcp.reads import AnnotationCache, Reader
+from agentation_mcp.store import StoreLocation, WalSync
 from agentation_mcp.writer import Writer
 
 from .conftest import ANNOTATION, Store, running_writer
+from .conftest import commit as commit_straight
 
 # --- helpers --------------------------------------------------------------------------------------------------------
 
 
 def commit(st_: Store, command: Command) -> tuple[Any, list[Event]]:
     """One command through the writer's own transaction function; raises the command's error."""
-    [committed] = store.commit_batch(st_.conn, [command])
-    value: tuple[Any, list[Event]] = committed.unwrap()
-    return value
+    [done] = commit_straight(st_.conn, command)
+    return done
 
 
 def new_annotation(st_: Store, **fields: Any) -> tuple[str, dict[str, Any]]:
@@ -91,13 +93,13 @@ def commit_sessions(st_: Store, n: int) -> list[Event]:
 
 def fresh(st_: Store, annotation_id: str) -> dict[str, Any]:
     """The annotation read from the write connection, with no cache involved."""
-    return store.get_annotation(st_.conn, annotation_id)
+    return reads.get_annotation(Reader(st_.conn, None), annotation_id)
 
 
 def assert_same_everywhere(st_: Store, returned: dict[str, Any]) -> None:
     """What a command returned is what is stored: uncached, cached, and as the same JSON text."""
     uncached = fresh(st_, returned["id"])
-    cached = st_.reader.get_annotation(returned["id"])
+    cached = reads.get_annotation(st_.reader, returned["id"])
     assert returned == uncached
     assert cached == uncached
     # Key order and number types too (`5` vs `5.0`): clients see the JSON text.
@@ -204,7 +206,7 @@ def expected_after_update(before: dict[str, Any], body: dict[str, Any], now: str
 
 def assert_events_persisted(st_: Store, events: list[Event]) -> None:
     assert [e.sequence for e in events] == list(range(events[0].sequence, events[0].sequence + len(events)))
-    assert st_.reader.events_after(events[0].sequence - 1, upto=events[-1].sequence) == events
+    assert reads.events_after(st_.reader, events[0].sequence - 1, upto=events[-1].sequence) == events
     for event in events:
         assert event.payload_json is not None
         assert json.loads(event.payload_json) == event.payload
@@ -277,8 +279,8 @@ def test_an_update_rolled_back_in_its_batch_leaves_nothing_in_what_the_next_comm
     )
     good = UpdateAnnotation.from_body(aid, {"comment": "kept", "intent": "fix"})
     bad = UpdateAnnotation.from_body(aid, {"comment": "boom", "status": "resolved", "custom": 1})
-    first, failed, last = store.commit_batch(opened.conn, [good, bad, AddThreadMessage(aid, _msg("hi"))])
-    with pytest.raises(store.InternalError):
+    first, failed, last = transactions.commit_batch(opened.conn, [good, bad, AddThreadMessage(aid, _msg("hi"))])
+    with pytest.raises(InternalError):
         failed.unwrap()
     assert first.unwrap()[0]["comment"] == "kept"
     returned, _ = last.unwrap()
@@ -300,7 +302,7 @@ def _msg(content: str, role: str = "agent") -> NewThreadMessage:
 @given(arr=st.lists(json_values, max_size=5), item=json_values)
 def test_append_to_array_appends_to_any_compact_json_array(arr: list[Any], item: Any) -> None:
     stored = json.dumps(arr, separators=(",", ":"))
-    assert json.loads(store._append_to_array(stored, json.dumps(item))) == [*arr, item]
+    assert json.loads(changes._append_to_array(stored, json.dumps(item))) == [*arr, item]
 
 
 whitespace = st.text(alphabet=" \t\r\n", max_size=3)
@@ -320,7 +322,7 @@ def test_append_to_array_appends_to_an_array_with_whitespace_around_and_inside(
     """Whatever JSON.parse reads as an array (the reader shows it as one) keeps its items."""
     stored = before + json.dumps(arr, indent=indent) + after
     assert json.loads(stored) == arr  # a valid JSON array, as the reader sees it
-    assert json.loads(store._append_to_array(stored, json.dumps(item))) == [*arr, item]
+    assert json.loads(changes._append_to_array(stored, json.dumps(item))) == [*arr, item]
 
 
 NOT_ARRAYS = [None, '"notarray"', "null", "{}", "[]", "[ ]", "5", "", '{"a":[1]}', "[\n]"]
@@ -330,7 +332,7 @@ NOT_ARRAYS = [None, '"notarray"', "null", "{}", "[]", "[ ]", "5", "", '{"a":[1]}
 @settings(max_examples=20, deadline=None)
 @given(item=json_values)
 def test_append_to_array_starts_a_new_array_after_anything_else(stored: str | None, item: Any) -> None:
-    assert json.loads(store._append_to_array(stored, json.dumps(item))) == [item]
+    assert json.loads(changes._append_to_array(stored, json.dumps(item))) == [item]
 
 
 def _store_thread(st_: Store, annotation_id: str, stored: str | None) -> None:
@@ -376,7 +378,7 @@ def test_a_reply_to_bracketed_text_that_is_not_json_keeps_what_was_stored(opened
     returned, events = commit(opened, AddThreadMessage(created["id"], _msg("reply")))
     message = json.dumps(events[-1].payload, separators=(",", ":"))
     assert returned["thread"] == f"[oops,{message}]"
-    assert store.get_annotation(opened.conn, created["id"])["thread"] == returned["thread"]
+    assert reads.get_annotation(Reader(opened.conn, None), created["id"])["thread"] == returned["thread"]
 
 
 # --- 3. the reader's cache never goes stale -------------------------------------------------------------------------
@@ -401,50 +403,50 @@ def test_cached_reads_see_a_change_to_any_column_with_updated_at_unchanged(
 ) -> None:
     sid, created = new_annotation(opened)
     aid = created["id"]
-    first = opened.reader.get_annotation(aid)
-    assert opened.reader.get_annotation(aid) is first  # the cache is in play: a repeat read is the same object
+    first = reads.get_annotation(opened.reader, aid)
+    assert reads.get_annotation(opened.reader, aid) is first  # the cache is in play: a repeat read is the same object
     # Every cached view, primed before the change.
-    assert opened.reader.get_session(sid)["annotations"] == [first]
-    assert opened.reader.pending_annotations(sid) == [first]
-    assert opened.reader.pending_annotations() == [first]
-    assert opened.reader.annotations_by_id([aid]) == {aid: first}
+    assert reads.get_session(opened.reader, sid)["annotations"] == [first]
+    assert reads.pending_annotations(opened.reader, sid) == [first]
+    assert reads.pending_annotations(opened.reader) == [first]
+    assert reads.annotations_by_id(opened.reader, [aid]) == {aid: first}
 
     opened.conn.execute(f"UPDATE annotations SET {column} = ? WHERE id = ?", (value, aid))
     if expected is None:
         expected = json.loads(value)
 
-    again = opened.reader.get_annotation(aid)
+    again = reads.get_annotation(opened.reader, aid)
     assert again[field] == expected
     assert first.get(field) != expected
     assert again["updatedAt"] == first["updatedAt"]
     assert again == fresh(opened, aid)
-    assert opened.reader.get_session(sid)["annotations"] == [again]
-    assert opened.reader.pending_annotations(sid) == [again]
-    assert opened.reader.pending_annotations() == [again]
-    assert opened.reader.annotations_by_id([aid]) == {aid: again}
+    assert reads.get_session(opened.reader, sid)["annotations"] == [again]
+    assert reads.pending_annotations(opened.reader, sid) == [again]
+    assert reads.pending_annotations(opened.reader) == [again]
+    assert reads.annotations_by_id(opened.reader, [aid]) == {aid: again}
 
 
 def test_cached_pending_lists_follow_status_changes_made_behind_their_back(opened: Store) -> None:
     sid, a = new_annotation(opened, comment="a")
     created_b, _ = commit(opened, CreateAnnotation.from_body(sid, {**ANNOTATION, "comment": "b"}))
     ids = [a["id"], created_b["id"]]
-    assert [x["id"] for x in opened.reader.pending_annotations(sid)] == ids
-    assert [x["id"] for x in opened.reader.pending_annotations()] == ids
+    assert [x["id"] for x in reads.pending_annotations(opened.reader, sid)] == ids
+    assert [x["id"] for x in reads.pending_annotations(opened.reader)] == ids
 
     opened.conn.execute("UPDATE annotations SET status = 'resolved' WHERE id = ?", (a["id"],))
-    assert [x["id"] for x in opened.reader.pending_annotations(sid)] == [created_b["id"]]
-    assert [x["id"] for x in opened.reader.pending_annotations()] == [created_b["id"]]
-    statuses = [x["status"] for x in opened.reader.get_session(sid)["annotations"]]
+    assert [x["id"] for x in reads.pending_annotations(opened.reader, sid)] == [created_b["id"]]
+    assert [x["id"] for x in reads.pending_annotations(opened.reader)] == [created_b["id"]]
+    statuses = [x["status"] for x in reads.get_session(opened.reader, sid)["annotations"]]
     assert statuses == ["resolved", "pending"]
 
     # Back to pending with another comment: the list shows the new row, not the first one it cached.
     opened.conn.execute("UPDATE annotations SET status = 'pending', comment = 'a2' WHERE id = ?", (a["id"],))
-    assert [x["comment"] for x in opened.reader.pending_annotations(sid)] == ["a2", "b"]
-    assert [x["comment"] for x in opened.reader.get_session(sid)["annotations"]] == ["a2", "b"]
+    assert [x["comment"] for x in reads.pending_annotations(opened.reader, sid)] == ["a2", "b"]
+    assert [x["comment"] for x in reads.get_session(opened.reader, sid)["annotations"]] == ["a2", "b"]
 
     # Back to exactly the first row: its annotation is the first one again.
     opened.conn.execute("UPDATE annotations SET comment = 'a' WHERE id = ?", (a["id"],))
-    assert opened.reader.get_annotation(a["id"]) == a
+    assert reads.get_annotation(opened.reader, a["id"]) == a
 
 
 def test_the_cache_keeps_at_most_size_annotations_and_drops_the_oldest(opened: Store) -> None:
@@ -750,7 +752,7 @@ async def test_the_tail_does_not_publish_a_batch_of_this_writer_before_its_flush
             polls += 1
             if polls == 3:
                 tail_looked.set()
-        return opened.reader.data_version()
+        return reads.data_version(opened.reader)
 
     result: dict[str, Any] = {}
 
@@ -809,7 +811,7 @@ async def test_batches_answered_by_one_flush_are_published_in_order_with_another
                     await flushing.wait()
                     nursery.start_soon(writer.submit, CreateSession(url="http://localhost:3000/1"))
                     await trio.testing.wait_all_tasks_blocked()
-                    store.commit_batch(other, [CreateSession(url="http://localhost:3000/other")])
+                    transactions.commit_batch(other, [CreateSession(url="http://localhost:3000/other")])
                     nursery.start_soon(writer.submit, CreateSession(url="http://localhost:3000/2"))
                     await trio.testing.wait_all_tasks_blocked()
                 finally:
@@ -837,8 +839,8 @@ async def test_the_writer_waits_for_another_connections_lock_off_the_event_loop(
                 session = await writer.submit(CreateSession(url="http://localhost:3000/"))
             # Another process takes the write lock and writes, but has not committed yet.
             blocker.execute("BEGIN IMMEDIATE")
-            _, pending = store.apply(blocker, CreateSession(url="http://other-process/"))
-            [other] = store.append_events(blocker, pending)
+            _, pending = changes.apply(blocker, CreateSession(url="http://other-process/"))
+            [other] = changes.append_events(blocker, pending)
 
             result: dict[str, Any] = {}
             done = trio.Event()
@@ -856,7 +858,7 @@ async def test_the_writer_waits_for_another_connections_lock_off_the_event_loop(
                     gaps: list[float] = []
                     last = time.monotonic()
                     for _ in range(20):
-                        assert opened.reader.get_session(session["id"])["annotations"] == []
+                        assert reads.get_session(opened.reader, session["id"])["annotations"] == []
                         await trio.lowlevel.checkpoint()
                         now = time.monotonic()
                         gaps.append(now - last)
@@ -941,7 +943,7 @@ async def test_tail_publishes_other_connections_commits_to_a_hub_with_only_a_sin
 
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(hub.run_tail, opened.reader.data_version)
+            nursery.start_soon(hub.run_tail, partial(reads.data_version, opened.reader))
             await trio.testing.wait_all_tasks_blocked()  # the tail is parked: nobody listens
             hub.add_sink(sink)  # must wake it
             await trio.testing.wait_all_tasks_blocked()

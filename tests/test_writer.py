@@ -8,6 +8,7 @@ import pytest
 import trio
 import trio.testing
 
+from agentation_mcp import reads
 from agentation_mcp.commands import CreateAnnotation, CreateSession, UpdateAnnotation
 from agentation_mcp.errors import AnnotationNotFound, StoreClosed
 from agentation_mcp.writer import run_writer
@@ -42,7 +43,7 @@ async def test_concurrent_submitters_share_batches_and_get_their_own_results(ope
     assert stats.commands == 101
     assert stats.batches < 101
     assert stats.largest_batch > 1
-    sequences = [e.sequence for e in opened.reader.events_after(0)]
+    sequences = [e.sequence for e in reads.events_after(opened.reader, 0)]
     assert sequences == list(range(1, 102))
 
 
@@ -67,7 +68,7 @@ async def test_a_failing_command_fails_alone_in_its_batch(opened: Store) -> None
     assert isinstance(outcomes["bad"], AnnotationNotFound)
     assert outcomes["before"]["id"] != outcomes["after"]["id"]
     assert opened.conn.execute("SELECT COUNT(*) FROM annotations").get == 2
-    assert [e.sequence for e in opened.reader.events_after(0)] == [1, 2, 3]
+    assert [e.sequence for e in reads.events_after(opened.reader, 0)] == [1, 2, 3]
 
 
 async def test_events_reach_subscribers_only_after_commit(opened: Store) -> None:
@@ -78,7 +79,7 @@ async def test_events_reach_subscribers_only_after_commit(opened: Store) -> None
             event = sub.receive.receive_nowait()
     assert event.payload == result
     # committed: a fresh read connection sees it
-    assert opened.reader.events_after(0)[0].sequence == event.sequence
+    assert reads.events_after(opened.reader, 0)[0].sequence == event.sequence
 
 
 async def test_closing_drains_what_is_queued(opened: Store) -> None:

@@ -10,11 +10,12 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 
 import trio
 
-from agentation_mcp import schema, store
+from agentation_mcp import reads, schema, store
 from agentation_mcp.commands import (
     AddThreadMessage,
     Command,
@@ -24,7 +25,8 @@ from agentation_mcp.commands import (
     UpdateAnnotation,
 )
 from agentation_mcp.hub import Hub
-from agentation_mcp.store import StoreLocation, StoreReader
+from agentation_mcp.reads import Reader
+from agentation_mcp.store import StoreLocation
 from agentation_mcp.writer import Writer, run_writer
 
 from .api import PAGE_URL, annotation_body
@@ -54,8 +56,8 @@ async def in_process_writer(path: Path) -> AsyncIterator[tuple[Writer, int]]:
         schema.migrate(conn)
         synchronous = conn.execute("PRAGMA synchronous").get
         read_conn = store.open_read_connection(location)
-        reader = StoreReader(read_conn)
-        hub = Hub(reader.events_after, reader.last_sequence())
+        reader = Reader(read_conn)
+        hub = Hub(partial(reads.events_after, reader), reads.last_sequence(reader))
         async with trio.open_nursery() as nursery:
             writer: Writer = await nursery.start(run_writer, conn, hub)
             try:

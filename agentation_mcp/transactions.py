@@ -1,0 +1,224 @@
+"""The transaction policy: how a batch of commands is committed, or fails whole.
+
+* A batch is one `BEGIN IMMEDIATE` transaction. A command that fails for its
+  own reason (what it names does not exist, or a bug) is undone alone and its
+  error is its outcome; the others commit together.
+* A storage fault (full disk, I/O error, a store turned read-only or found
+  damaged) fails the whole batch: everything is rolled back, every caller
+  gets the same `StoreFault`, and the next batch simply tries again. Nothing
+  is half-applied, and nothing committed is reported as failed (COMMIT is the
+  last step; an error from it means nothing was committed).
+* While another process holds the write lock, `commit_batch` waits and
+  retries, then fails every command with `StoreBusy`; `try_commit_batch`
+  gives up at once so the caller can move the wait off the event loop.
+* Rolling back never hides the error that caused it: when SQLite has already
+  ended the transaction itself, there is nothing left to roll back.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import apsw
+import outcome
+
+from . import commands as c
+from .changes import append_events, apply
+from .errors import AgentationError, InternalError, StoreBusy, StoreFault
+from .faults import is_storage_error, store_fault
+from .models import Event
+from .store import BUSY_TIMEOUT_MS
+
+# How often a batch tries again while other processes hold the write lock,
+# each try waiting up to BUSY_TIMEOUT_MS.
+BUSY_RETRIES = 6
+log = logging.getLogger(__name__)
+
+Committed = outcome.Outcome[tuple[Any, list[Event]]]
+
+
+class _PartlyApplied(Exception):
+    """A command failed after it had written something: the batch is redone with a savepoint per command."""
+
+
+class _BatchFailed(Exception):
+    """The transaction cannot go on (a storage fault, or SQLite ended it); `cause` says why."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+def commit_batch(conn: apsw.Connection, commands: Sequence[c.Command]) -> list[Committed]:
+    """Commit `commands` in one transaction; an outcome per command, in order. Never raises a storage error.
+
+    Retries while another process holds the write lock, then fails every
+    command with `StoreBusy`.
+    """
+    for _ in range(BUSY_RETRIES):
+        try:
+            return _commit_once(conn, commands)
+        except apsw.BusyError:
+            continue
+        except _BatchFailed as failed:
+            return _all_failed(conn, commands, failed.cause)
+    try:
+        return _commit_once(conn, commands)
+    except apsw.BusyError:
+        return [outcome.Error(StoreBusy()) for _ in commands]
+    except _BatchFailed as failed:
+        return _all_failed(conn, commands, failed.cause)
+
+
+def try_commit_batch(conn: apsw.Connection, commands: Sequence[c.Command]) -> list[Committed] | None:
+    """`commit_batch` if the write lock is free right now; None, with nothing done, if another process holds it."""
+    conn.set_busy_timeout(0)
+    try:
+        return _commit_once(conn, commands)
+    except apsw.BusyError:
+        return None
+    except _BatchFailed as failed:
+        return _all_failed(conn, commands, failed.cause)
+    finally:
+        conn.set_busy_timeout(BUSY_TIMEOUT_MS)
+
+
+def _all_failed(conn: apsw.Connection, commands: Sequence[c.Command], cause: BaseException) -> list[Committed]:
+    if isinstance(cause, StoreFault):
+        error: AgentationError = cause
+    elif isinstance(cause, apsw.Error) and is_storage_error(cause):
+        error = store_fault(cause, conn)
+    else:
+        log.error("[Store] A batch of %d commands failed", len(commands), exc_info=cause)
+        error = InternalError()
+    return [outcome.Error(error) for _ in commands]
+
+
+def _commit_once(conn: apsw.Connection, commands: Sequence[c.Command]) -> list[Committed]:
+    """One try; raises `apsw.BusyError`, with everything rolled back, while another process holds the lock.
+
+    Commands first run without savepoints: a command that fails almost
+    always fails before it writes anything (the thing it names does not
+    exist), and then there is nothing to undo. Only when one fails after
+    writing is the batch rolled back and run again with a savepoint around
+    each command, so that it still fails alone.
+    """
+    try:
+        return _transaction(conn, commands, _apply_plain)
+    except _PartlyApplied:
+        return _transaction(conn, commands, _apply_in_savepoint)
+
+
+def _transaction(
+    conn: apsw.Connection, commands: Sequence[c.Command], apply_one: Callable[[apsw.Connection, c.Command], Committed]
+) -> list[Committed]:
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+    except apsw.BusyError:
+        raise
+    except apsw.Error as exc:
+        raise _BatchFailed(exc) from exc
+    try:
+        results = [apply_one(conn, command) for command in commands]
+        conn.execute("COMMIT")
+    except apsw.BusyError:
+        _rollback(conn)
+        raise
+    except (_PartlyApplied, _BatchFailed):
+        _rollback(conn)
+        raise
+    except Exception as exc:
+        _rollback(conn)
+        raise _BatchFailed(exc) from exc
+    except BaseException:
+        _rollback(conn)
+        raise
+    return results
+
+
+def _rollback(conn: apsw.Connection) -> None:
+    """End the open transaction, if SQLite has not already; a failure here is logged, never raised."""
+    if conn.get_autocommit():
+        return
+    try:
+        conn.execute("ROLLBACK")
+    except apsw.Error:
+        log.warning("[Store] Rolling back a failed batch failed too", exc_info=True)
+
+
+def _fails_batch(exc: BaseException, conn: apsw.Connection) -> bool:
+    """Whether `exc`, raised by one command, ends the whole batch rather than that command alone."""
+    return isinstance(exc, StoreFault) or is_storage_error(exc) or conn.get_autocommit()
+
+
+def _apply_plain(conn: apsw.Connection, command: c.Command) -> Committed:
+    before = conn.total_changes()
+    try:
+        result, pending = apply(conn, command)
+        events = append_events(conn, pending)
+    except Exception as exc:
+        if isinstance(exc, apsw.BusyError):
+            raise
+        if _fails_batch(exc, conn):
+            raise _BatchFailed(exc) from exc
+        if conn.total_changes() != before:
+            raise _PartlyApplied from exc
+        return _command_failed(command, exc)
+    return outcome.Value((result, events))
+
+
+def _apply_in_savepoint(conn: apsw.Connection, command: c.Command) -> Committed:
+    conn.execute("SAVEPOINT command")
+    try:
+        result, pending = apply(conn, command)
+        events = append_events(conn, pending)
+    except Exception as exc:
+        if isinstance(exc, apsw.BusyError):
+            raise
+        if _fails_batch(exc, conn):
+            raise _BatchFailed(exc) from exc
+        conn.execute("ROLLBACK TO command; RELEASE command")
+        return _command_failed(command, exc)
+    conn.execute("RELEASE command")
+    return outcome.Value((result, events))
+
+
+def _command_failed(command: c.Command, exc: Exception) -> Committed:
+    if isinstance(exc, AgentationError):
+        return outcome.Error(exc)
+    log.error("[Store] Applying %s failed", type(command).__name__, exc_info=exc)
+    return outcome.Error(InternalError())
+
+
+def prune_events(conn: apsw.Connection, retention_days: int) -> int:
+    """Delete events older than `retention_days`; the next sequence is never lowered.
+
+    A disk that is full or failing only skips the pruning (logged): the
+    server still starts and serves reads. A damaged store raises.
+    """
+    try:
+        return _prune(conn, retention_days)
+    except (apsw.FullError, apsw.IOError, apsw.ReadOnlyError) as exc:
+        log.warning("[Store] Old events were not pruned: %s", store_fault(exc, conn))
+        return 0
+
+
+def _prune(conn: apsw.Connection, retention_days: int) -> int:
+    cutoff = (datetime.now(UTC) - timedelta(days=retention_days)).isoformat(timespec="milliseconds")
+    cutoff = cutoff.replace("+00:00", "Z")
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        # Record the high-water mark first, so pruning every event cannot lower it.
+        conn.execute(
+            "UPDATE event_sequence SET value = MAX(value, (SELECT COALESCE(MAX(sequence), 0) FROM events)) WHERE id = 1"
+        )
+        conn.execute("DELETE FROM events WHERE timestamp < ?", (cutoff,))
+        pruned = conn.changes()
+        conn.execute("COMMIT")
+    except BaseException:
+        _rollback(conn)
+        raise
+    return pruned
