@@ -45,11 +45,20 @@ class _PartlyApplied(Exception):
 
 
 class _BatchFailed(Exception):
-    """The transaction cannot go on (a storage fault, or SQLite ended it); `cause` says why."""
+    """The transaction cannot go on (a storage fault, or SQLite ended it); `cause` says why.
+
+    `culprit` is the index of the command whose own error ended it (a trigger
+    can make SQLite roll back the whole transaction); None for a fault.
+    """
 
     def __init__(self, cause: BaseException) -> None:
         super().__init__(str(cause))
         self.cause = cause
+        self.culprit: int | None = None
+
+    @property
+    def storage(self) -> bool:
+        return isinstance(self.cause, StoreFault) or is_storage_error(self.cause)
 
 
 def commit_batch(conn: apsw.Connection, commands: Sequence[c.Command]) -> list[Committed]:
@@ -58,19 +67,16 @@ def commit_batch(conn: apsw.Connection, commands: Sequence[c.Command]) -> list[C
     Retries while another process holds the write lock, then fails every
     command with `StoreBusy`.
     """
-    for _ in range(BUSY_RETRIES):
+    for _ in range(BUSY_RETRIES + 1):
         try:
             return _commit_once(conn, commands)
         except apsw.BusyError:
             continue
         except _BatchFailed as failed:
-            return _all_failed(conn, commands, failed.cause)
-    try:
-        return _commit_once(conn, commands)
-    except apsw.BusyError:
-        return [outcome.Error(StoreBusy()) for _ in commands]
-    except _BatchFailed as failed:
-        return _all_failed(conn, commands, failed.cause)
+            results = _failed(conn, commands, failed, commit_batch)
+            assert results is not None, "commit_batch always gives outcomes"
+            return results
+    return [outcome.Error(StoreBusy()) for _ in commands]
 
 
 def try_commit_batch(conn: apsw.Connection, commands: Sequence[c.Command]) -> list[Committed] | None:
@@ -81,9 +87,37 @@ def try_commit_batch(conn: apsw.Connection, commands: Sequence[c.Command]) -> li
     except apsw.BusyError:
         return None
     except _BatchFailed as failed:
-        return _all_failed(conn, commands, failed.cause)
+        return _failed(conn, commands, failed, _try_again)
     finally:
         conn.set_busy_timeout(BUSY_TIMEOUT_MS)
+
+
+def _try_again(conn: apsw.Connection, commands: Sequence[c.Command]) -> list[Committed] | None:
+    try:
+        return _commit_once(conn, commands)
+    except apsw.BusyError:
+        return None
+    except _BatchFailed as failed:
+        return _failed(conn, commands, failed, _try_again)
+
+
+def _failed(
+    conn: apsw.Connection,
+    commands: Sequence[c.Command],
+    failed: _BatchFailed,
+    again: Callable[[apsw.Connection, Sequence[c.Command]], list[Committed] | None],
+) -> list[Committed] | None:
+    """The outcomes of a batch whose transaction failed: every command fails with the fault, or,
+    when one command's own error ended the transaction, that one fails and the others are committed anew."""
+    if failed.culprit is None:
+        return _all_failed(conn, commands, failed.cause)
+    culprit = failed.culprit
+    rest = again(conn, [*commands[:culprit], *commands[culprit + 1 :]])
+    if rest is None:
+        return None
+    cause = failed.cause
+    rest.insert(culprit, _command_failed(commands[culprit], cause if isinstance(cause, Exception) else failed))
+    return rest
 
 
 def _all_failed(conn: apsw.Connection, commands: Sequence[c.Command], cause: BaseException) -> list[Committed]:
@@ -122,7 +156,14 @@ def _transaction(
     except apsw.Error as exc:
         raise _BatchFailed(exc) from exc
     try:
-        results = [apply_one(conn, command) for command in commands]
+        results: list[Committed] = []
+        for command in commands:
+            try:
+                results.append(apply_one(conn, command))
+            except _BatchFailed as failed:
+                if not failed.storage:
+                    failed.culprit = len(results)
+                raise
         conn.execute("COMMIT")
     except apsw.BusyError:
         _rollback(conn)

@@ -7,7 +7,7 @@ import os
 import shutil
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -21,7 +21,11 @@ from mcp.client.session import ClientSession
 from mcp.client.stdio import StdioServerParameters, stdio_client
 
 from agentation_mcp import reads, schema, store, transactions
+from agentation_mcp.access import AccessPolicy
 from agentation_mcp.commands import Command
+from agentation_mcp.http_api import HttpApi, HttpOptions
+from agentation_mcp.http_server import serve_http
+from agentation_mcp.http_wire import HttpLimits
 from agentation_mcp.hub import Hub
 from agentation_mcp.models import Event
 from agentation_mcp.reads import Reader
@@ -59,15 +63,26 @@ def db_path(tmp_path: Path) -> Path:
     return tmp_path / "home" / ".agentation" / "store.db"
 
 
+@contextmanager
+def open_store(path: Path) -> Iterator[Store]:
+    """The store at `path`, migrated, with the writer's connection and a reader, for the block."""
+    location = StoreLocation(path)
+    conn = store.open_write_connection(location)
+    try:
+        schema.migrate(conn)
+        read = store.open_read_connection(location)
+        try:
+            yield Store(location, conn, Reader(read))
+        finally:
+            read.close()
+    finally:
+        conn.close()
+
+
 @pytest.fixture
 def opened(db_path: Path) -> Iterator[Store]:
-    location = StoreLocation(db_path)
-    conn = store.open_write_connection(location)
-    schema.migrate(conn)
-    read = store.open_read_connection(location)
-    yield Store(location, conn, Reader(read))
-    read.close()
-    conn.close()
+    with open_store(db_path) as st:
+        yield st
 
 
 def commit(conn: apsw.Connection, *commands: Command) -> list[tuple[Any, list[Event]]]:
@@ -99,6 +114,39 @@ async def running_writer(st: Store, hub: Hub, *, in_thread: bool = False, **kw: 
             yield writer
         finally:
             writer.close()
+
+
+@dataclass
+class InProcessServer:
+    port: int
+    api: HttpApi
+    writer: Writer
+    hub: Hub
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+@asynccontextmanager
+async def serving_http(
+    st: Store, *, limits: HttpLimits | None = None, max_connections: int = 1024
+) -> AsyncIterator[InProcessServer]:
+    """The HTTP API on 127.0.0.1 (a port of its own) over `st`, with the writer on its database thread."""
+    limits = limits or HttpLimits()
+    hub = st.hub()
+    async with running_writer(st, hub, in_thread=True) as writer:
+        options = HttpOptions(policy=AccessPolicy("127.0.0.1"), max_body=limits.max_body)
+        api = HttpApi(writer, hub, st.reader, options)
+        async with trio.open_nursery() as nursery:
+            port: int | None = await nursery.start(
+                partial(serve_http, api, "127.0.0.1", 0, limits=limits, max_connections=max_connections)
+            )
+            assert port is not None
+            try:
+                yield InProcessServer(port, api, writer, hub)
+            finally:
+                nursery.cancel_scope.cancel()
 
 
 def copy_reference_db(home: Path) -> Path:

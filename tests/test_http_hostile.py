@@ -15,18 +15,14 @@ import json
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any
 
 import pytest
 import trio
 
-from agentation_mcp.access import AccessPolicy
-from agentation_mcp.http_api import HttpApi, HttpOptions
-from agentation_mcp.http_server import serve_http
 from agentation_mcp.http_wire import HttpLimits
 
-from .conftest import Store, running_writer
+from .conftest import InProcessServer, Store, serving_http
 
 pytestmark = pytest.mark.anyio
 
@@ -47,28 +43,10 @@ TOO_LARGE = f"Request body too large: the limit is {MAX_BODY} bytes."
 # --- the server ------------------------------------------------------------------------------
 
 
-@dataclass
-class Server:
-    port: int
-    api: HttpApi
-
-
 @asynccontextmanager
-async def http_server(opened: Store, *, max_connections: int = 1024) -> AsyncIterator[Server]:
-    """The HTTP API on 127.0.0.1, on a port of its own, for the block."""
-    hub = opened.hub()
-    async with running_writer(opened, hub, in_thread=True) as writer:
-        options = HttpOptions(policy=AccessPolicy("127.0.0.1"), max_body=MAX_BODY)
-        api = HttpApi(writer, hub, opened.reader, options)
-        async with trio.open_nursery() as nursery:
-            port: int | None = await nursery.start(
-                partial(serve_http, api, "127.0.0.1", 0, limits=LIMITS, max_connections=max_connections)
-            )
-            assert port is not None
-            try:
-                yield Server(port, api)
-            finally:
-                nursery.cancel_scope.cancel()
+async def http_server(opened: Store, *, max_connections: int = 1024) -> AsyncIterator[InProcessServer]:
+    async with serving_http(opened, limits=LIMITS, max_connections=max_connections) as server:
+        yield server
 
 
 # --- the client --------------------------------------------------------------------------------

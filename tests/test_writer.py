@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import apsw
 import pytest
 import trio
 import trio.testing
 
-from agentation_mcp import reads
+from agentation_mcp import reads, store
 from agentation_mcp.commands import CreateAnnotation, CreateSession, UpdateAnnotation
-from agentation_mcp.errors import AnnotationNotFound, StoreClosed
+from agentation_mcp.errors import AnnotationNotFound, StoreClosed, StoreFull
+from agentation_mcp.models import Event
 from agentation_mcp.writer import run_writer
 
-from .conftest import ANNOTATION, Store, running_writer
+from .conftest import ANNOTATION, Store, open_store, running_writer
+from .faulty_disk import FaultyDisk
 
 pytestmark = pytest.mark.anyio
 
@@ -102,3 +108,64 @@ async def test_closing_drains_what_is_queued(opened: Store) -> None:
     assert opened.conn.execute("SELECT COUNT(*) FROM sessions").get == 5
     with pytest.raises(StoreClosed):
         await writer.submit(CreateSession(url="http://localhost:1/"))
+
+
+@pytest.fixture
+def disk() -> Iterator[FaultyDisk]:
+    faulty = FaultyDisk()
+    try:
+        yield faulty
+    finally:
+        faulty.unregister()
+
+
+async def test_the_writer_lives_through_a_full_disk_and_writes_again_once_there_is_room(
+    disk: FaultyDisk, db_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Many callers during the fault each get `StoreFull`; nothing they sent is stored or published;
+    the first write after the fault succeeds, with no restart; every acknowledged write survives."""
+    acknowledged: list[str] = []
+    failed: list[BaseException] = []
+    with open_store(db_path) as st:
+        hub = st.hub()
+        published: list[Event] = []
+        hub.add_sink(published.append)
+        sync = store.WalSync.attach(st.conn, st.location)
+        assert sync is not None
+        with caplog.at_level(logging.INFO, logger="agentation_mcp"):
+            async with running_writer(st, hub, in_thread=True, durable=sync) as writer:
+                with trio.fail_after(20):
+                    session = await writer.submit(CreateSession(url="http://localhost:3000/"))
+                    acknowledged.append(session["id"])
+
+                    async def submit(i: int) -> None:
+                        body = {**ANNOTATION, "comment": f"note {i}"}
+                        try:
+                            created = await writer.submit(CreateAnnotation.from_body(session["id"], body))
+                        except StoreFull as exc:
+                            failed.append(exc)
+                        else:
+                            acknowledged.append(created["id"])
+
+                    with disk.failing(apsw.FullError):
+                        async with trio.open_nursery() as nursery:
+                            for i in range(40):
+                                nursery.start_soon(submit, i)
+                    assert len(failed) == 40
+                    assert not acknowledged[1:]
+                    assert len(published) == 1
+
+                    # Reads go on while writes fail, and the next write after the fault succeeds.
+                    assert reads.get_session(st.reader, session["id"])["annotations"] == []
+                    await submit(40)
+                    assert len(acknowledged) == 2
+                    assert [e.sequence for e in published] == [1, 2]
+        sync.close()
+    assert all(f"The disk holding {db_path} is full; free space and retry." == str(exc) for exc in failed)
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("Writes are failing" in m for m in messages) == 1, "logged once, not once per batch"
+    assert sum("Writes succeed again" in m for m in messages) == 1
+    with open_store(db_path) as again:
+        stored = {row[0] for row in again.conn.execute("SELECT id FROM sessions UNION ALL SELECT id FROM annotations")}
+        assert stored == set(acknowledged)
+        assert again.conn.execute("PRAGMA integrity_check").get == "ok"
