@@ -146,9 +146,7 @@ async def test_a_store_locked_too_long_is_a_503_and_a_tool_error(
                 other.execute("BEGIN IMMEDIATE")
                 response = await http.post(f"/sessions/{session['id']}/annotations", json=ANNOTATION)
                 assert response.status_code == 503
-                assert (
-                    response.json()["error"] == "The annotation store is busy (locked by another process); try again."
-                )
+                assert response.json()["error"] == str(StoreBusy())
                 result = await mcp.call_tool("agentation_reply", {"annotationId": "x", "message": "hi"})
                 assert result.is_error
                 other.execute("ROLLBACK")
