@@ -1,24 +1,44 @@
-"""MCP over stdin/stdout, with a stdin that trio can cancel.
+"""MCP over stdin/stdout, with a stdin that trio can cancel and that answers every line.
 
 The SDK reads stdin from a worker thread, which a signal cannot interrupt;
 when stdin is a pipe or socket (as it is under Claude Code) we read it with
 trio's non-blocking fd stream instead, so SIGTERM ends the session at once.
 stdout stays with the SDK, which points fd 1 at stderr while serving, so
 nothing but JSON-RPC ever reaches the wire.
+
+The SDK drops a line it cannot read as a JSON-RPC message without a word,
+and a client that sent an id would wait forever. `ClientLines` checks each
+line first and answers such a line itself: -32700 for text that is not JSON,
+-32600 for JSON that is not a JSON-RPC 2.0 message (a batch array, no
+`"jsonrpc"`), -32602 for a request whose text holds a lone surrogate, each
+with the `id` when one can be read, and one line on stderr.
 """
 
 from __future__ import annotations
 
 import codecs
+import io
+import json
+import logging
 import os
 import stat
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator
 from typing import Any, cast
 
 import anyio
+import mcp_types as types
 import trio
 from mcp.server.lowlevel.server import Server
 from mcp.server.stdio import stdio_server
+from mcp.shared.message import SessionMessage
+
+from .commands import check_text
+from .errors import InvalidInput
+
+log = logging.getLogger("agentation_mcp")
+PARSE_ERROR = -32700
+INVALID_REQUEST = -32600
+INVALID_PARAMS = -32602
 
 
 class _FdLines:
@@ -47,6 +67,80 @@ class _FdLines:
             yield pending
 
 
+class ClientLines:
+    """The client's lines, passed on to the SDK only when it can read them as a message.
+
+    A line it could not read is answered here, through `outbox` (the SDK's
+    own write stream, so replies never interleave on stdout).
+    """
+
+    def __init__(self, lines: AsyncIterable[str]) -> None:
+        self._lines = lines
+        self._outbox: anyio.abc.ObjectSendStream[SessionMessage] | None = None
+        self._ready = trio.Event()
+        self.refused = 0
+
+    def answer_through(self, outbox: anyio.abc.ObjectSendStream[SessionMessage]) -> None:
+        self._outbox = outbox
+        self._ready.set()
+
+    def __aiter__(self) -> AsyncIterator[str]:
+        return self._checked()
+
+    async def _checked(self) -> AsyncIterator[str]:
+        async for line in self._lines:
+            if not line.strip():
+                continue
+            try:
+                types.jsonrpc_message_adapter.validate_json(line, by_name=False)
+            except ValueError:
+                refusal = refusal_for(line)
+            else:
+                yield line
+                continue
+            self.refused += 1
+            log.warning("[MCP] Answered a message on stdin with an error: %s", refusal.error.message)
+            await self._ready.wait()
+            assert self._outbox is not None
+            try:
+                await self._outbox.send(SessionMessage(refusal))
+            except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+                return
+
+
+def refusal_for(line: str) -> types.JSONRPCError:
+    """The JSON-RPC error answering `line`, which is not a message the SDK can read."""
+    try:
+        message = json.loads(line)  # unlike stricter parsers, takes a lone surrogate, to name its field
+    except ValueError:
+        return _error(None, PARSE_ERROR, "Parse error: the line is not valid JSON.")
+    except RecursionError:
+        return _error(None, PARSE_ERROR, "Parse error: the JSON is nested too deeply.")
+    if isinstance(message, list):
+        return _error(None, INVALID_REQUEST, "Invalid Request: batches (JSON arrays) are not supported.")
+    if not isinstance(message, dict):
+        return _error(None, INVALID_REQUEST, "Invalid Request: a message must be a JSON object.")
+    raw_id = message.get("id")
+    request_id = (
+        raw_id if isinstance(raw_id, str) or (isinstance(raw_id, int) and not isinstance(raw_id, bool)) else None
+    )
+    if message.get("jsonrpc") != "2.0":
+        return _error(request_id, INVALID_REQUEST, 'Invalid Request: "jsonrpc" must be "2.0".')
+    try:
+        check_text(message.get("params"), "params")
+    except InvalidInput as exc:
+        return _error(request_id, INVALID_PARAMS, f"Invalid params: {exc}")
+    try:
+        check_text(message)
+    except InvalidInput as exc:
+        return _error(request_id, INVALID_REQUEST, f"Invalid Request: {exc}")
+    return _error(request_id, INVALID_REQUEST, "Invalid Request: not a JSON-RPC 2.0 request, notification or response.")
+
+
+def _error(request_id: str | int | None, code: int, message: str) -> types.JSONRPCError:
+    return types.JSONRPCError(jsonrpc="2.0", id=request_id, error=types.ErrorData(code=code, message=message))
+
+
 def _pollable(fd: int) -> bool:
     try:
         mode = os.fstat(fd).st_mode
@@ -55,8 +149,16 @@ def _pollable(fd: int) -> bool:
     return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
 
 
+def _stdin_lines() -> AsyncIterable[str]:
+    if _pollable(0):
+        return _FdLines(0)
+    # A terminal or a file: read on a worker thread, as the SDK would.
+    return anyio.wrap_file(io.TextIOWrapper(os.fdopen(os.dup(0), "rb"), encoding="utf-8", errors="replace"))
+
+
 async def serve_stdio(server: Server[Any]) -> None:
     """Serve one MCP session on this process's stdin/stdout until stdin closes."""
-    stdin = cast(anyio.AsyncFile[str], _FdLines(0)) if _pollable(0) else None
-    async with stdio_server(stdin=stdin) as (read_stream, write_stream):
+    lines = ClientLines(_stdin_lines())
+    async with stdio_server(stdin=cast(anyio.AsyncFile[str], lines)) as (read_stream, write_stream):
+        lines.answer_through(write_stream)
         await server.run(read_stream, write_stream, server.create_initialization_options())

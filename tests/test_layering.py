@@ -25,7 +25,7 @@ ALLOWED: dict[str, set[str]] = {
     "watch": {"errors", "hub", "models", "reads"},
     "sse": {"models"},
     "mcp_tools": {"commands", "errors", "hub", "models", "reads", "watch", "writer"},
-    "stdio": set(),
+    "stdio": {"commands", "errors"},
     "http_wire": set(),
     "http_server": {"http_wire"},
     "asgi": {"http_wire"},
@@ -72,7 +72,7 @@ ALLOWED: dict[str, set[str]] = {
 ONLY = {
     "apsw": {"schema", "store", "faults", "reads", "changes", "transactions"},
     "mcp": {"mcp_tools", "stdio"},
-    "mcp_types": {"mcp_tools"},
+    "mcp_types": {"mcp_tools", "stdio"},
     "httptools": {"http_wire"},
     "hypercorn": set(),
     "httpx2": {"webhooks", "cloud", "service"},

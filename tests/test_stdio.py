@@ -1,0 +1,122 @@
+"""MCP over stdio against hostile lines: a real server process, raw bytes on its stdin.
+
+Every line that is not a JSON-RPC message the server can read gets the
+JSON-RPC error it deserves, with the id when one can be read, and one log
+line on stderr; the session goes on.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from agentation_mcp.stdio import INVALID_PARAMS, INVALID_REQUEST, PARSE_ERROR, refusal_for
+
+from .conftest import server_env
+
+pytestmark = pytest.mark.anyio
+
+INITIALIZE = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}},
+}
+
+
+class RawSession:
+    """A server process spoken to in raw lines."""
+
+    def __init__(self, process: trio.Process) -> None:
+        self.process = process
+        self.buffer = b""
+
+    async def send(self, line: str | bytes) -> None:
+        data = line if isinstance(line, bytes) else line.encode()
+        assert self.process.stdin is not None
+        await self.process.stdin.send_all(data + b"\n")
+
+    async def receive(self) -> Any:
+        assert self.process.stdout is not None
+        while b"\n" not in self.buffer:
+            chunk = await self.process.stdout.receive_some(65536)
+            assert chunk, "the server closed stdout"
+            self.buffer += chunk
+        line, self.buffer = self.buffer.split(b"\n", 1)
+        return json.loads(line)
+
+
+HOSTILE: list[tuple[str, int, Any, str]] = [
+    ("this is not json", PARSE_ERROR, None, "not valid JSON"),
+    ('{"jsonrpc": "2.0", "id": 2, "method": "ping"', PARSE_ERROR, None, "not valid JSON"),
+    ("[" * 100_000 + "]" * 100_000, PARSE_ERROR, None, "nested too deeply"),
+    ('[{"jsonrpc": "2.0", "id": 3, "method": "ping"}]', INVALID_REQUEST, None, "batches"),
+    ('"just a string"', INVALID_REQUEST, None, "must be a JSON object"),
+    ('{"id": 4, "method": "ping"}', INVALID_REQUEST, 4, '"jsonrpc" must be "2.0"'),
+    ('{"jsonrpc": "1.0", "id": "five", "method": "ping"}', INVALID_REQUEST, "five", '"jsonrpc" must be "2.0"'),
+    ('{"jsonrpc": "2.0", "id": 6, "method": 12}', INVALID_REQUEST, 6, "not a JSON-RPC 2.0"),
+    ('{"jsonrpc": "2.0", "id": 7, "method": "ping", "params": [1]}', INVALID_REQUEST, 7, "not a JSON-RPC 2.0"),
+    (
+        '{"jsonrpc": "2.0", "id": 8, "method": "tools/call", "params": {"name": "agentation_reply",'
+        ' "arguments": {"annotationId": "a", "message": "x\\ud800"}}}',
+        INVALID_PARAMS,
+        8,
+        "params.arguments.message must be valid Unicode text",
+    ),
+]
+
+
+@pytest.mark.parametrize(("line", "code", "request_id", "text"), HOSTILE)
+def test_each_unreadable_line_has_its_answer(line: str, code: int, request_id: Any, text: str) -> None:
+    refusal = refusal_for(line)
+    assert refusal.error.code == code
+    assert refusal.id == request_id
+    assert text in refusal.error.message
+
+
+async def test_the_server_answers_every_hostile_line_and_keeps_serving(tmp_path: Path) -> None:
+    process = await trio.lowlevel.open_process(
+        [sys.executable, "-m", "agentation_mcp", "server", "--mcp-only"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=server_env(tmp_path / "home"),
+    )
+    try:
+        with trio.fail_after(60):
+            session = RawSession(process)
+            await session.send(json.dumps(INITIALIZE))
+            assert (await session.receive())["id"] == 1
+            await session.send(json.dumps({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+
+            for line, code, request_id, text in HOSTILE:
+                await session.send(line)
+                reply = await session.receive()
+                assert reply["jsonrpc"] == "2.0"
+                assert reply["id"] == request_id
+                assert reply["error"]["code"] == code
+                assert text in reply["error"]["message"]
+
+            await session.send("")  # an empty line is no message, and gets no answer
+            await session.send(json.dumps({"jsonrpc": "2.0", "id": 99, "method": "ping"}))
+            assert await session.receive() == {"jsonrpc": "2.0", "id": 99, "result": {}}
+
+            assert process.stdin is not None
+            await process.stdin.aclose()
+            assert await process.wait() == 0
+            assert process.stderr is not None
+            stderr = b""
+            while chunk := await process.stderr.receive_some(65536):
+                stderr += chunk
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    logged = [line for line in stderr.decode().splitlines() if "Answered a message on stdin with an error" in line]
+    assert len(logged) == len(HOSTILE)
