@@ -106,12 +106,31 @@ def _server(argv: Sequence[str]) -> int:
         return 2
     for warning in settings.warnings:
         log.warning("[Config] %s", warning)
+    failures: list[AgentationError] = []
+    interrupted = False
     try:
         trio.run(partial(service.serve, settings))
-    except AgentationError as exc:
-        print(f"agentation-mcp server: {exc}", file=sys.stderr)  # noqa: T201
-        return 1
-    return 0
+    except* AgentationError as group:
+        # Raised before the server's nurseries, or from inside them (wrapped in a group): one line each.
+        failures = _leaves(group)
+    except* KeyboardInterrupt:
+        interrupted = True  # Ctrl-C before the signal handlers were in place
+    if interrupted and not failures:
+        return 130
+    for failure in failures:
+        print(f"agentation-mcp server: {failure}", file=sys.stderr)  # noqa: T201
+    return 1 if failures else 0
+
+
+def _leaves(group: BaseExceptionGroup[AgentationError]) -> list[AgentationError]:
+    """The errors in `group` and the groups nested in it, in order, each once."""
+    found: list[AgentationError] = []
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            found += _leaves(exc)
+        elif str(exc) not in (str(f) for f in found):
+            found.append(exc)
+    return found
 
 
 def main(argv: Sequence[str] | None = None) -> int:

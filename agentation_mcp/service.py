@@ -16,6 +16,7 @@ from __future__ import annotations
 import gc
 import logging
 import signal
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
@@ -181,8 +182,15 @@ async def serve(settings: Settings) -> None:
             finally:
                 writer.close()
     finally:
-        if wal_sync is not None:
-            wal_sync.close()
-        if read_conn is not None:
-            read_conn.close()
-        write_conn.close()
+        closers = [wal_sync.close if wal_sync else None, read_conn.close if read_conn else None, write_conn.close]
+        close_all([closer for closer in closers if closer is not None])
+
+
+def close_all(closers: list[Callable[[], object]]) -> None:
+    """Call each of `closers`; one that fails is logged, so it neither stops the others nor hides the error
+    that brought the server down."""
+    for close in closers:
+        try:
+            close()
+        except Exception as exc:
+            log.warning("[Store] Closing the store failed: %s", exc)

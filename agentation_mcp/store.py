@@ -72,7 +72,7 @@ def unusable(exc: BaseException, location: StoreLocation) -> StoreUnusable | Non
     path = location.path
     if path is None:
         return None
-    if isinstance(exc, (NotADirectoryError, PermissionError, FileExistsError)) and not path.parent.is_dir():
+    if isinstance(exc, OSError) and not isinstance(exc, apsw.Error) and not path.parent.is_dir():
         return StoreUnusable(
             f"Cannot create the store's folder {path.parent}: {exc.strerror or exc}. "
             "Set HOME to a folder this user can write, or fix that folder's permissions."
@@ -86,16 +86,20 @@ def unusable(exc: BaseException, location: StoreLocation) -> StoreUnusable | Non
     if isinstance(exc, apsw.CorruptError):
         return StoreUnusable(
             f"The store {path} is damaged (SQLite reports corruption). Check it with "
-            f"sqlite3 '{path}' 'PRAGMA integrity_check', then restore a backup or move it aside."
+            f"sqlite3 '{path}' 'PRAGMA integrity_check', then restore a backup (see \"When things go wrong\" "
+            "in the README) or move it aside."
         )
     if isinstance(exc, apsw.FullError):
         return StoreUnusable(f"The disk holding the store {path} is full. Free space and start again.")
     if isinstance(exc, (apsw.ReadOnlyError, apsw.CantOpenError, PermissionError)):
         return StoreUnusable(
-            f"Cannot open the store {path} for writing ({exc}). Make it and its folder writable by this user."
+            f"Cannot open the store {path} for writing: it or its folder is read-only. "
+            "Make them writable by this user."
         )
     if isinstance(exc, apsw.Error):
         return StoreUnusable(f"Cannot open the store {path}: {exc}.")
+    if isinstance(exc, OSError):
+        return StoreUnusable(f"Cannot open the store {path}: {exc.strerror or exc}.")
     return None
 
 

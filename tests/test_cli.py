@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import trio
 
+from agentation_mcp import service
 from agentation_mcp.cli import USAGE, main
 from agentation_mcp.config import parse_server_args
-from agentation_mcp.errors import ConfigError
+from agentation_mcp.errors import ConfigError, StoreUnusable
 
 from .conftest import server_env
 
@@ -116,36 +119,93 @@ def test_sigterm_exits_0_within_2_seconds(tmp_path: Path) -> None:
     proc.stdin.close()
 
 
-def _store_is_a_directory(home: Path) -> Path:
-    (home / ".agentation" / "store.db").mkdir(parents=True)
-    return home
+STORE = Path(".agentation") / "store.db"
 
 
-def _store_is_not_sqlite(home: Path) -> Path:
-    (home / ".agentation").mkdir(parents=True)
-    (home / ".agentation" / "store.db").write_bytes(b"these are notes, not a database\n" * 200)
-    return home
+def _start_once(home: Path) -> None:
+    """Run the server once in `home`, so that it holds a real store."""
+    done = subprocess.run(
+        [sys.executable, "-m", "agentation_mcp", "server", "--mcp-only"],
+        env=server_env(home),
+        input=b"",
+        capture_output=True,
+        timeout=30,
+    )
+    assert done.returncode == 0, done.stderr.decode()
 
 
-def _home_is_a_file(home: Path) -> Path:
+class ReadOnly:
+    """Makes a folder read-only for this process: a read-only remount of a small tmpfs as root
+    (root ignores permission bits), the permission bits otherwise."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.mounted = False
+        folder.mkdir(parents=True)
+        if os.geteuid() == 0:
+            done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(folder)], check=False)
+            if done.returncode != 0:
+                pytest.skip("cannot mount a tmpfs to make a read-only folder as root")
+            self.mounted = True
+
+    def freeze(self) -> None:
+        if self.mounted:
+            subprocess.run(["mount", "-o", "remount,ro", str(self.folder)], check=True)
+        else:
+            for path in sorted(self.folder.rglob("*"), reverse=True):
+                path.chmod(0o555 if path.is_dir() else 0o444)
+            self.folder.chmod(0o555)
+
+    def release(self) -> None:
+        if self.mounted:
+            subprocess.run(["umount", "-l", str(self.folder)], check=False)
+        else:
+            for path in [self.folder, *self.folder.rglob("*")]:
+                path.chmod(0o755 if path.is_dir() else 0o644)
+
+
+@pytest.fixture
+def read_only(tmp_path: Path) -> Iterator[ReadOnly]:
+    folder = ReadOnly(tmp_path / "home")
+    try:
+        yield folder
+    finally:
+        folder.release()
+
+
+def _store_is_a_directory(home: Path) -> str:
+    (home / STORE).mkdir(parents=True)
+    return f"The store {home / STORE} is a directory, not a SQLite file. Move it aside and start again."
+
+
+def _store_is_not_sqlite(home: Path) -> str:
+    (home / STORE).parent.mkdir(parents=True)
+    (home / STORE).write_bytes(b"these are notes, not a database\n" * 200)
+    return f"The store {home / STORE} is not a SQLite database. Move it aside and start again; a new store is created."
+
+
+def _store_is_damaged(home: Path) -> str:
+    _start_once(home)
+    data = bytearray((home / STORE).read_bytes())
+    data[4096:] = b"\x5a" * (len(data) - 4096)  # every page but the first (the header and the schema)
+    (home / STORE).write_bytes(bytes(data))
+    return (
+        f"The store {home / STORE} is damaged (SQLite reports corruption). Check it with sqlite3 '{home / STORE}' "
+        "'PRAGMA integrity_check', then restore a backup (see \"When things go wrong\" in the README) or move it aside."
+    )
+
+
+def _home_is_a_file(home: Path) -> str:
     home.parent.mkdir(parents=True, exist_ok=True)
     home.write_text("not a folder", encoding="utf-8")
-    return home
+    return (
+        f"Cannot create the store's folder {home / '.agentation'}: Not a directory. "
+        "Set HOME to a folder this user can write, or fix that folder's permissions."
+    )
 
 
-@pytest.mark.parametrize(
-    ("make_home", "message"),
-    [
-        (_store_is_a_directory, "store.db is a directory, not a SQLite file. Move it aside and start again."),
-        (_store_is_not_sqlite, "store.db is not a SQLite database. Move it aside and start again"),
-        (_home_is_a_file, "Cannot create the store's folder"),
-    ],
-)
-def test_a_store_that_cannot_be_opened_is_one_line_and_exit_1(
-    tmp_path: Path, make_home: Callable[[Path], Path], message: str
-) -> None:
-    home = make_home(tmp_path / "home")
-    before = sorted(p.name for p in tmp_path.rglob("*"))
+def _run_server_expecting_one_line(home: Path, expected: str, untouched: Path) -> None:
+    before = sorted((p.name, p.stat().st_size) for p in untouched.rglob("*") if p.is_file())
     proc = subprocess.run(
         [sys.executable, "-m", "agentation_mcp", "server", "--mcp-only"],
         env=server_env(home),
@@ -153,10 +213,69 @@ def test_a_store_that_cannot_be_opened_is_one_line_and_exit_1(
         capture_output=True,
         timeout=30,
     )
-    lines = proc.stderr.decode().splitlines()
     assert proc.returncode == 1, proc.stderr.decode()
-    assert len(lines) == 1, lines
-    assert lines[0].startswith("agentation-mcp server: ")
-    assert message in lines[0]
+    assert proc.stderr.decode().splitlines() == [f"agentation-mcp server: {expected}"]
     assert proc.stdout == b""
-    assert sorted(p.name for p in tmp_path.rglob("*")) == before  # nothing was moved, made or overwritten
+    after = sorted((p.name, p.stat().st_size) for p in untouched.rglob("*") if p.is_file())
+    assert after == before  # nothing was moved, made or overwritten
+
+
+@pytest.mark.parametrize("make_home", [_store_is_a_directory, _store_is_not_sqlite, _store_is_damaged, _home_is_a_file])
+def test_a_store_that_cannot_be_opened_is_one_line_and_exit_1(tmp_path: Path, make_home: Callable[[Path], str]) -> None:
+    home = tmp_path / "home"
+    expected = make_home(home)
+    _run_server_expecting_one_line(home, expected, tmp_path)
+
+
+def test_a_read_only_store_is_one_line_and_exit_1(read_only: ReadOnly) -> None:
+    home = read_only.folder
+    _start_once(home)
+    read_only.freeze()
+    expected = (
+        f"Cannot open the store {home / STORE} for writing: it or its folder is read-only. "
+        "Make them writable by this user."
+    )
+    _run_server_expecting_one_line(home, expected, home)
+
+
+def test_a_home_that_cannot_be_written_is_one_line_and_exit_1(read_only: ReadOnly) -> None:
+    home = read_only.folder
+    read_only.freeze()
+    reason = "Read-only file system" if read_only.mounted else "Permission denied"
+    expected = (
+        f"Cannot create the store's folder {home / '.agentation'}: {reason}. "
+        "Set HOME to a folder this user can write, or fix that folder's permissions."
+    )
+    _run_server_expecting_one_line(home, expected, home)
+
+
+def test_an_error_from_inside_the_servers_nurseries_is_one_line_per_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async def fails_in_two_tasks(settings: object) -> None:
+        async def fail(message: str) -> None:
+            raise StoreUnusable(message)
+
+        async with trio.open_nursery() as outer:
+            outer.start_soon(fail, "The first problem.")
+            async with trio.open_nursery() as inner:
+                inner.start_soon(fail, "The second problem.")
+
+    monkeypatch.setattr(service, "serve", fails_in_two_tasks)
+    assert main(["server", "--mcp-only"]) == 1
+    lines = capsys.readouterr().err.splitlines()
+    assert sorted(lines) == ["agentation-mcp server: The first problem.", "agentation-mcp server: The second problem."]
+
+
+def test_a_store_that_fails_to_close_neither_hides_the_error_nor_skips_the_other_closers(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    closed: list[str] = []
+
+    def broken() -> None:
+        raise OSError("disk I/O error")
+
+    with caplog.at_level(logging.WARNING):
+        service.close_all([broken, lambda: closed.append("reader"), lambda: closed.append("writer")])
+    assert closed == ["reader", "writer"]
+    assert [r.getMessage() for r in caplog.records] == ["[Store] Closing the store failed: disk I/O error"]
