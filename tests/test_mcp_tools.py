@@ -1,4 +1,5 @@
-"""The real `agentation-mcp server` process, driven by the `mcp` SDK's stdio client."""
+"""The MCP tools: through the real `agentation-mcp server` process and the `mcp` SDK's stdio client, and
+in-process for generated hostile arguments."""
 
 from __future__ import annotations
 
@@ -8,10 +9,13 @@ from typing import Any
 
 import pytest
 import trio
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from mcp.client import Client
 
 from agentation_mcp import reads
 from agentation_mcp.commands import CreateAnnotation, CreateSession
-from agentation_mcp.mcp_tools import build_handlers, call_tool
+from agentation_mcp.mcp_tools import build_handlers, build_mcp_server, call_tool
 
 from .conftest import ANNOTATION, Store, commit_to_file, mcp_client, running_writer, tool_json, tool_text
 
@@ -265,3 +269,66 @@ async def test_the_server_applies_the_body_limit_to_tool_arguments(tmp_path: Pat
             result = await session.call_tool("agentation_get_session", {"sessionId": "s" * 3000})
             assert result.is_error
             assert tool_text(result) == "Tool arguments too large: the limit is 2048 bytes."
+
+
+# --- hostile arguments, generated ---------------------------------------------------------------------------------
+
+ANY_TEXT = st.text(alphabet=st.characters(codec=None, exclude_categories=()), max_size=40)
+JSON_LEAVES = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**80), max_value=2**80)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | ANY_TEXT
+)
+JSON_VALUES = st.recursive(
+    JSON_LEAVES,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(ANY_TEXT, inner, max_size=4),
+    max_leaves=12,
+)
+TOOLS = [*sorted(set(EXPECTED_SCHEMAS) - {"agentation_watch_annotations"}), "agentation_unknown"]
+INTERNALS = ("Traceback", "apsw", "sqlite", "Error(", "object at 0x", "pydantic", "KeyError", "TypeError")
+
+
+def _arguments(known_ids: list[str]) -> st.SearchStrategy[dict[str, Any]]:
+    """Arguments a confused or hostile agent might send: any JSON, sometimes naming things that exist."""
+    ids = st.sampled_from(known_ids) | ANY_TEXT
+    names = st.sampled_from(["annotationId", "sessionId", "summary", "reason", "message"]) | ANY_TEXT
+    nested = st.integers(min_value=1, max_value=3000).map(lambda depth: _nested(depth))
+    return st.dictionaries(names, ids | JSON_VALUES | nested, max_size=4)
+
+
+def _nested(depth: int) -> Any:
+    value: Any = []
+    for _ in range(min(depth, 200)):  # deeper than any tool reads; the SDK's own encoder stops near 1,000
+        value = [value]
+    return value
+
+
+def _snapshot(st_: Store) -> list[Any]:
+    return [list(st_.conn.execute(f"SELECT * FROM {t} ORDER BY rowid")) for t in ("sessions", "annotations", "events")]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+async def test_no_arguments_make_a_tool_fail_inside_or_change_what_a_refusal_should_not(
+    opened: Store, data: st.DataObject
+) -> None:
+    hub = opened.hub()
+    async with running_writer(opened, hub) as writer:
+        if not reads.list_sessions(opened.reader):
+            session = await writer.submit(CreateSession(url="http://localhost:3000/"))
+            await writer.submit(CreateAnnotation.from_body(session["id"], ANNOTATION))
+        known = [s["id"] for s in reads.list_sessions(opened.reader)]
+        known += [a["id"] for a in reads.pending_annotations(opened.reader)]
+        async with Client(build_mcp_server(writer, hub, opened.reader)) as client:
+            name = data.draw(st.sampled_from(TOOLS), label="tool")
+            arguments = data.draw(_arguments(known), label="arguments")
+            before = _snapshot(opened)
+            with trio.fail_after(10):
+                result = await client.call_tool(name, arguments)
+            text = "".join(getattr(block, "text", "") for block in result.content)
+            assert not any(marker in text for marker in INTERNALS), text
+            if result.is_error:
+                assert text
+                assert _snapshot(opened) == before, "a refused call changed the store"
