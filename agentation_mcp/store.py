@@ -93,8 +93,7 @@ def unusable(exc: BaseException, location: StoreLocation) -> StoreUnusable | Non
         return StoreUnusable(f"The disk holding the store {path} is full. Free space and start again.")
     if isinstance(exc, (apsw.ReadOnlyError, apsw.CantOpenError, PermissionError)):
         return StoreUnusable(
-            f"Cannot open the store {path} for writing: it or its folder is read-only. "
-            "Make them writable by this user."
+            f"Cannot open the store {path} for writing: it or its folder is read-only. Make them writable by this user."
         )
     if isinstance(exc, apsw.Error):
         return StoreUnusable(f"Cannot open the store {path}: {exc}.")
