@@ -9,6 +9,7 @@ pending check and the wait: the hub subscription starts before the check.
 
 from __future__ import annotations
 
+import logging
 import math
 from contextlib import aclosing
 from typing import Any
@@ -21,6 +22,7 @@ from .hub import Hub
 from .models import ANNOTATION_CREATED, JsonObject, agent_view
 from .reads import Reader
 
+log = logging.getLogger("agentation_mcp")
 DEFAULT_BATCH_WINDOW = 10.0
 DEFAULT_TIMEOUT = 120.0
 
@@ -67,6 +69,7 @@ async def watch_annotations(
     if pending:
         return _batch(pending)
 
+    log.info("[MCP] Watching for new annotations%s", f" in session {session_id}" if session_id else "")
     position = _Position(cursor)
     while True:
         collected: list[str] = []

@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO, TypeVar
 
 import apsw
 import h11
@@ -186,10 +187,10 @@ def server_params(home: Path, *args: str, **env: str) -> StdioServerParameters:
 
 
 @asynccontextmanager
-async def mcp_client(home: Path, *args: str, **env: str) -> AsyncIterator[ClientSession]:
-    """A real MCP client session with a real `agentation-mcp server` process."""
+async def mcp_client(home: Path, *args: str, errlog: TextIO = sys.stderr, **env: str) -> AsyncIterator[ClientSession]:
+    """A real MCP client session with a real `agentation-mcp server` process (its stderr to `errlog`)."""
     async with (
-        stdio_client(server_params(home, *args, **env)) as (read, write),
+        stdio_client(server_params(home, *args, **env), errlog=errlog) as (read, write),
         ClientSession(read, write) as session,
     ):
         await session.initialize()
@@ -208,12 +209,36 @@ def tool_json(result: Any) -> Any:
 
 
 def free_port() -> int:
-    import socket
-
+    """A port nobody listens on (bound once, then released)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+T = TypeVar("T")
+
+
+async def wait_for_file(path: Path, ready: Callable[[str], T | None]) -> T:
+    """Read `path`, which another process writes, until `ready(its text)` is not None; returns that.
+
+    Polls: another process's file gives no signal to wait on. The caller bounds the wait (`fail_after`).
+    """
+    file = trio.Path(path)
+    while True:
+        if await file.exists() and (found := ready(await file.read_text(encoding="utf-8"))) is not None:
+            return found
+        await trio.sleep(0.02)
+
+
+async def wait_for_log(path: Path, last: int) -> list[dict[str, Any]]:
+    """The event log (AGENTATION_EVENT_LOG) once it reaches sequence `last`; the caller bounds the wait."""
+
+    def complete(text: str) -> list[dict[str, Any]] | None:
+        lines = [json.loads(line) for line in text.splitlines()]
+        return lines if lines and lines[-1].get("sequence") == last else None
+
+    return await wait_for_file(path, complete)
 
 
 class ServerProcess:
@@ -234,20 +259,21 @@ class ServerProcess:
             [sys.executable, "-m", "agentation_mcp", "server", "--port", str(self.port), *args],
             env=server_env(home, **(env or {})),
             stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )
         threading.Thread(target=self._collect, daemon=True).start()
 
     def _collect(self) -> None:
         assert self.proc.stderr is not None
-        for raw in self.proc.stderr:
-            line = raw.decode("utf-8", "replace")
-            self.lines.append(line)
-            if "[HTTP] Agentation server listening" in line:
-                self.listening.set()
-            if "already in use" in line:
-                self.port_taken.set()
+        with self.proc.stderr:
+            for raw in self.proc.stderr:
+                line = raw.decode("utf-8", "replace")
+                self.lines.append(line)
+                if "[HTTP] Agentation server listening" in line:
+                    self.listening.set()
+                if "already in use" in line:
+                    self.port_taken.set()
         self.exited.set()
 
     def wait_listening(self, timeout: float = 20) -> ServerProcess:
@@ -265,6 +291,9 @@ class ServerProcess:
     def kill(self) -> None:
         self.proc.kill()
         self.proc.wait(10)
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+        self.exited.wait(10)
 
 
 @pytest.fixture

@@ -23,7 +23,6 @@ import os
 import queue
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -42,7 +41,7 @@ import trio
 from mcp.client.session import ClientSession
 from mcp.client.stdio import StdioServerParameters, stdio_client
 
-from .conftest import reference_cli, server_env, tool_json, tool_text
+from .conftest import free_port, reference_cli, server_env, tool_json, tool_text
 
 BROWSER_DIR = Path(__file__).parent / "browser"
 PAGE_SOURCE = BROWSER_DIR / "src" / "page.jsx"
@@ -76,13 +75,6 @@ def require_browser_deps() -> None:
         if os.environ.get("CI"):
             pytest.fail(reason)
         pytest.skip(reason)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _spawn(argv: list[str], home: Path, log: Path) -> subprocess.Popen[bytes]:

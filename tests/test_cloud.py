@@ -4,13 +4,9 @@ from __future__ import annotations
 
 import json
 import socket
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-import h11
 import httpx2
 import pytest
 import trio
@@ -20,97 +16,13 @@ from agentation_mcp.cloud import DEFAULT_CLOUD_URL, proxy
 from agentation_mcp.config import cloud_base_url
 from agentation_mcp.errors import ConfigError
 
-from .conftest import loopback_server, read_h11_request
+from .receivers import fake_cloud
 
 pytestmark = pytest.mark.anyio
 
 WAIT = 10
 KEY = "ag_test_key"
 CORS = [(b"access-control-allow-origin", b"http://localhost:3000"), (b"vary", b"Origin")]
-
-
-@dataclass(frozen=True)
-class Forwarded:
-    method: str
-    target: str
-    headers: dict[str, str]
-    body: bytes
-
-
-@dataclass
-class FakeCloud:
-    """Answers by path under `/api`:
-
-    * `/api/events`: an event stream whose chunks go out one by one, each when
-      the test puts it on `chunks`; closing `chunks` ends the stream;
-    * `/api/broken-stream`: one event, then the connection drops mid-stream;
-    * `/api/status/<code>`: that status, `text/plain`;
-    * `/api/untyped`: 200 without a Content-Type;
-    * anything else: 201 `application/vnd.test+json` with a small body.
-    """
-
-    port: int = 0
-    requests: list[Forwarded] = field(default_factory=list)
-    chunks: tuple[trio.MemorySendChannel[bytes], trio.MemoryReceiveChannel[bytes]] = field(
-        default_factory=lambda: trio.open_memory_channel[bytes](0)
-    )
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/api"
-
-    async def handle(self, stream: trio.SocketStream) -> None:
-        conn = h11.Connection(h11.SERVER)
-
-        async def send(event: h11.Event) -> None:
-            data = conn.send(event)
-            assert data is not None
-            await stream.send_all(data)
-
-        try:
-            received = await read_h11_request(conn, stream)
-            if received is None:
-                return
-            request, body = received
-            method, target = request.method.decode(), request.target.decode()
-            headers = {name.decode(): value.decode() for name, value in request.headers}
-            self.requests.append(Forwarded(method, target, headers, body))
-            path = target.partition("?")[0]
-            if path == "/api/events":
-                await send(h11.Response(status_code=200, headers=[("content-type", "text/event-stream")]))
-                async for chunk in self.chunks[1]:
-                    await send(h11.Data(data=chunk))
-                await send(h11.EndOfMessage())
-            elif path == "/api/broken-stream":
-                await send(h11.Response(status_code=200, headers=[("content-type", "text/event-stream")]))
-                await send(h11.Data(data=b"data: one\n\n"))
-            else:
-                status, headers_out, content = self._answer(path)
-                await send(
-                    h11.Response(status_code=status, headers=[("content-length", str(len(content))), *headers_out])
-                )
-                if method != "HEAD":
-                    await send(h11.Data(data=content))
-                await send(h11.EndOfMessage())
-        except (h11.RemoteProtocolError, trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
-        finally:
-            await stream.aclose()
-
-    @staticmethod
-    def _answer(path: str) -> tuple[int, list[tuple[str, str]], bytes]:
-        if path.startswith("/api/status/"):
-            return int(path.rsplit("/", 1)[1]), [("content-type", "text/plain")], b"upstream says no"
-        if path == "/api/untyped":
-            return 200, [], b'{"untyped":true}'
-        return 201, [("content-type", "application/vnd.test+json; charset=utf-8")], b'{"ok":true}'
-
-
-@asynccontextmanager
-async def fake_cloud() -> AsyncIterator[FakeCloud]:
-    cloud = FakeCloud()
-    async with loopback_server(cloud.handle) as cloud.port:
-        yield cloud
 
 
 class Client:

@@ -282,8 +282,7 @@ def test_unsafe_or_invalid_settings_stop_start_up(
     tmp_path: Path, args: tuple[str, ...], env: dict[str, str], message: str
 ) -> None:
     proc = _server(tmp_path, *args, **env)
-    assert proc.proc.wait(20) == 2
-    proc.exited.wait(5)
+    assert proc.stop(20) == 2
     assert message in "".join(proc.lines)
     assert not (tmp_path / "home" / ".agentation").exists()
 

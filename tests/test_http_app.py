@@ -6,6 +6,7 @@ without waiting for them in real time.
 
 from __future__ import annotations
 
+import json
 from functools import partial
 from typing import Any
 
@@ -14,9 +15,11 @@ import trio
 import trio.testing
 
 from agentation_mcp.access import AccessPolicy
+from agentation_mcp.asgi import Mount
 from agentation_mcp.commands import CreateSession
 from agentation_mcp.http_api import HttpApi, HttpOptions
 from agentation_mcp.http_wire import HttpLimits, serve_connection
+from agentation_mcp.mcp_tools import build_http_mcp
 from agentation_mcp.sse import url_host
 
 from .conftest import Store, running_writer
@@ -134,3 +137,54 @@ async def test_slow_and_idle_clients_are_cut_off_by_the_clock(opened: Store) -> 
             assert out.startswith(b"HTTP/1.1 200 OK\r\n")
             assert b"keep-alive: timeout=5" in out
             assert took == pytest.approx(5, abs=0.01)
+
+
+CLIENT = {"name": "test", "version": "1"}
+
+
+async def test_idle_mcp_sessions_expire_after_the_idle_time(opened: Store) -> None:
+    hub = opened.hub()
+    async with running_writer(opened, hub) as writer:
+        mcp_app, manager = build_http_mcp(writer, hub, opened.reader, idle_timeout=60)
+        options = HttpOptions(policy=AccessPolicy("127.0.0.1"), mcp=Mount(mcp_app, json_rpc=True))
+        api = HttpApi(writer, hub, opened.reader, options)
+
+        async def post(message: dict[str, Any], session_id: str | None = None) -> tuple[int, dict[str, str]]:
+            body = json.dumps(message).encode()
+            lines = [
+                "POST /mcp HTTP/1.1",
+                "Host: localhost",
+                "Connection: close",
+                "Content-Type: application/json",
+                "Accept: application/json, text/event-stream",
+                f"Content-Length: {len(body)}",
+            ]
+            if session_id is not None:
+                lines += [f"Mcp-Session-Id: {session_id}", "Mcp-Protocol-Version: 2025-06-18"]
+            out, _ = await _exchange(api, HttpLimits(), (0, "\r\n".join([*lines, "", ""]).encode() + body))
+            head = out.split(b"\r\n\r\n", 1)[0].decode().split("\r\n")
+            headers = dict(line.lower().split(": ", 1) for line in head[1:])
+            return int(head[0].split(" ")[1]), headers
+
+        initialize = {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "initialize",
+            "params": {
+                "protocolVersion": "2025-06-18",
+                "capabilities": {},
+                "clientInfo": {"name": "t", "version": "1"},
+            },
+        }
+        ping = {"jsonrpc": "2.0", "id": 2, "method": "ping"}
+        with trio.fail_after(1000):
+            async with manager.run():
+                status, headers = await post(initialize)
+                assert status == 200
+                session_id = headers["mcp-session-id"]
+                await trio.sleep(50)
+                assert (await post(ping, session_id))[0] == 200  # in use: the idle time starts again
+                await trio.sleep(50)
+                assert (await post(ping, session_id))[0] == 200
+                await trio.sleep(61)
+                assert (await post(ping, session_id))[0] == 404

@@ -572,6 +572,7 @@ async def test_a_long_pipeline_is_answered_in_full_and_in_order(opened: Store) -
             assert [r.status for r in created] == [201] * len(urls)
             assert [r.json()["url"] for r in created] == urls
             listed = await client.response()
+            await client.aclose()
             assert [s["id"] for s in listed.json()] == [r.json()["id"] for r in reversed(created)]
 
 

@@ -10,8 +10,7 @@ import pytest
 import trio
 
 from .conftest import ANNOTATION, ServerProcess
-from .test_cloud import fake_cloud
-from .test_webhooks import receiver
+from .receivers import fake_cloud, receiver
 
 pytestmark = pytest.mark.anyio
 

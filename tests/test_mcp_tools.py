@@ -17,7 +17,16 @@ from agentation_mcp import reads
 from agentation_mcp.commands import CreateAnnotation, CreateSession
 from agentation_mcp.mcp_tools import build_handlers, build_mcp_server, call_tool
 
-from .conftest import ANNOTATION, Store, commit_to_file, mcp_client, running_writer, tool_json, tool_text
+from .conftest import (
+    ANNOTATION,
+    Store,
+    commit_to_file,
+    mcp_client,
+    running_writer,
+    tool_json,
+    tool_text,
+    wait_for_file,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -203,8 +212,9 @@ async def test_error_texts_match_the_reference(tmp_path: Path) -> None:
 
 async def test_watch_wakes_on_a_commit_from_another_process(tmp_path: Path) -> None:
     session = commit_to_file(tmp_path, CreateSession(url="http://localhost:3000/"))
-    with trio.fail_after(30):
-        async with mcp_client(tmp_path) as client:
+    stderr = tmp_path / "server.log"
+    with trio.fail_after(30), stderr.open("w", encoding="utf-8") as errlog:
+        async with mcp_client(tmp_path, errlog=errlog) as client:
             result: dict[str, Any] = {}
 
             async def watch() -> None:
@@ -213,7 +223,8 @@ async def test_watch_wakes_on_a_commit_from_another_process(tmp_path: Path) -> N
 
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(watch)
-                await trio.sleep(0.5)  # let the watch subscribe; its correctness does not depend on this
+                # Written only once the watch has found nothing pending and waits: the live path.
+                await wait_for_file(stderr, lambda text: "Watching for new annotations" in text or None)
                 created = commit_to_file(tmp_path, CreateAnnotation.from_body(session["id"], ANNOTATION))
     assert result["timeout"] is False
     assert [a["id"] for a in result["annotations"]] == [created["id"]]

@@ -7,7 +7,6 @@ import os
 import signal
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 import apsw
 import pytest
@@ -16,7 +15,7 @@ from mcp.client.session import ClientSession
 
 from agentation_mcp.commands import CreateAnnotation, CreateSession
 
-from .conftest import ANNOTATION, commit_to_file, mcp_client, tool_json
+from .conftest import ANNOTATION, commit_to_file, mcp_client, tool_json, wait_for_log
 
 pytestmark = pytest.mark.anyio
 
@@ -46,17 +45,6 @@ def all_messages(conn: apsw.Connection) -> list[str]:
     for (thread,) in conn.execute("SELECT thread FROM annotations WHERE thread IS NOT NULL"):
         messages += [m["content"] for m in json.loads(str(thread))]
     return messages
-
-
-async def wait_for_log(path: Path, last: int) -> list[dict[str, Any]]:
-    """The event log once it reaches sequence `last` (the caller bounds the wait)."""
-    log = trio.Path(path)
-    while True:
-        if await log.exists():
-            lines = [json.loads(line) for line in (await log.read_text(encoding="utf-8")).splitlines()]
-            if lines and lines[-1].get("sequence") == last:
-                return lines
-        await trio.sleep(0.05)  # polling a file another process writes
 
 
 async def test_two_processes_share_one_store_without_losing_or_misordering(tmp_path: Path) -> None:

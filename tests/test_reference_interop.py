@@ -21,8 +21,7 @@ import pytest
 import trio
 from mcp.client.session import ClientSession
 
-from .conftest import ANNOTATION, free_port, mcp_client, reference_cli, server_env, tool_json
-from .test_processes import wait_for_log
+from .conftest import ANNOTATION, free_port, mcp_client, reference_cli, server_env, tool_json, wait_for_log
 
 pytestmark = pytest.mark.anyio
 
@@ -94,6 +93,8 @@ async def test_reference_and_ours_share_one_store(tmp_path: Path) -> None:
     finally:
         reference.send_signal(signal.SIGTERM)
         reference.wait(10)
+        if reference.stdin is not None:
+            reference.stdin.close()
     sequences = [row[0] for row in rows]
     assert len(set(sequences)) == len(sequences)
     assert sequences == sorted(sequences)

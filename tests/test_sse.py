@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import codecs
+import gc
 import json
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
+import h11
 import httpx2
 import pytest
 import trio
@@ -43,16 +47,33 @@ def test_frames_and_cursor_parsing() -> None:
 
 
 class Stream:
-    """An open SSE response, read frame by frame."""
+    """An open SSE response on a raw connection (parsed with h11), read frame by frame."""
 
-    def __init__(self, response: httpx2.Response) -> None:
-        self.response = response
-        self._lines = response.aiter_lines()
+    def __init__(self, connection: trio.SocketStream, parser: h11.Connection) -> None:
+        self.connection = connection
+        self.parser = parser
+        self.decoder = codecs.getincrementaldecoder("utf-8")()
+        self.text = ""
         self.comments: list[str] = []
+
+    async def _event(self) -> object:
+        while (event := self.parser.next_event()) is h11.NEED_DATA:
+            self.parser.receive_data(await self.connection.receive_some(65536))
+        return event
+
+    async def _line(self) -> str:
+        while "\n" not in self.text:
+            event = await self._event()
+            if not isinstance(event, h11.Data):
+                raise AssertionError(f"stream ended: {event!r}")
+            self.text += self.decoder.decode(bytes(event.data))
+        line, self.text = self.text.split("\n", 1)
+        return line
 
     async def frame(self) -> Frame:
         fields: dict[str, str] = {}
-        async for line in self._lines:
+        while True:
+            line = await self._line()
             if line == "":
                 if fields:
                     return {"event": fields.get("event"), "id": fields.get("id"), "data": json.loads(fields["data"])}
@@ -62,7 +83,6 @@ class Stream:
                 continue
             name, _, value = line.partition(": ")
             fields[name] = value
-        raise AssertionError("stream ended")
 
     async def frames(self, n: int) -> list[Frame]:
         return [await self.frame() for _ in range(n)]
@@ -70,10 +90,22 @@ class Stream:
 
 @asynccontextmanager
 async def stream(url: str, headers: dict[str, str] | None = None) -> AsyncIterator[Stream]:
-    async with httpx2.AsyncClient(timeout=30) as client, client.stream("GET", url, headers=headers) as response:
+    """An SSE stream from `url`, open for the block."""
+    parts = urlsplit(url)
+    assert parts.hostname is not None
+    assert parts.port is not None
+    target = parts.path + (f"?{parts.query}" if parts.query else "")
+    connection = await trio.open_tcp_stream(parts.hostname, parts.port)
+    async with connection:
+        parser = h11.Connection(h11.CLIENT)
+        request = h11.Request(method="GET", target=target, headers=[("Host", parts.netloc), *(headers or {}).items()])
+        await connection.send_all(parser.send(request) + parser.send(h11.EndOfMessage()))
+        opened = Stream(connection, parser)
+        response = await opened._event()
+        assert isinstance(response, h11.Response)
         assert response.status_code == 200
-        assert response.headers["content-type"] == "text/event-stream"
-        yield Stream(response)
+        assert dict(response.headers)[b"content-type"] == b"text/event-stream"
+        yield opened
 
 
 async def post(client: httpx2.AsyncClient, path: str, body: dict[str, Any]) -> Any:
@@ -265,6 +297,16 @@ async def _read_event_ids(sock: trio.socket.SocketType, *, until: int) -> list[i
     return ids
 
 
+# The SDK's Streamable HTTP client leaves httpx2's stream generators to the garbage collector
+# when a session closes; those warnings are the client's, not the server's.
+SDK_CLIENT_GENERATORS = (
+    "ignore:Exception ignored in. <async_generator object "
+    "(EventSource.__aiter__|PoolByteStream.__aiter__|Response.aiter_bytes|Response.aiter_text) "
+    ":pytest.PytestUnraisableExceptionWarning"
+)
+
+
+@pytest.mark.filterwarnings(SDK_CLIENT_GENERATORS)
 async def test_mcp_over_streamable_http(server: ServerProcess) -> None:
     with trio.fail_after(30):
         async with httpx2.AsyncClient(base_url=server.url) as api:
@@ -286,6 +328,7 @@ async def test_mcp_over_streamable_http(server: ServerProcess) -> None:
             tool_json(await client.call_tool("agentation_resolve", {"annotationId": created["id"], "summary": "done"}))
         async with httpx2.AsyncClient(base_url=server.url) as api:
             stored = (await api.get(f"/annotations/{created['id']}")).json()
+    gc.collect()  # the client's leftovers are reported here, under this test's filter
     assert stored["status"] == "resolved"
 
 
@@ -304,13 +347,12 @@ async def test_the_second_server_takes_the_port_over_and_replay_misses_nothing(t
                     await api.patch(f"/annotations/{annotation['id']}", json={"comment": "one"})
                     last_seen = (await events.frame())["id"]
                     assert await trio.to_thread.run_sync(owner.stop) == 0
-                stopped = trio.current_time()
                 # Written while nobody serves HTTP: through the store, from another process.
                 await trio.to_thread.run_sync(
                     commit_to_file, home, UpdateAnnotation(annotation["id"], {"comment": "two"})
                 )
-                await trio.to_thread.run_sync(waiting.listening.wait, 10)
-                assert trio.current_time() - stopped < 3
+                # The waiting server takes the port within 3 s of the owner stopping (it retries each second).
+                assert await trio.to_thread.run_sync(waiting.listening.wait, 3)
                 async with stream(
                     f"{waiting.url}/sessions/{session['id']}/events", {"Last-Event-ID": str(last_seen)}
                 ) as resumed:
@@ -321,27 +363,3 @@ async def test_the_second_server_takes_the_port_over_and_replay_misses_nothing(t
         for proc in (owner, waiting):
             if proc.proc.poll() is None:
                 proc.stop()
-
-
-async def test_idle_mcp_sessions_expire(tmp_path: Path) -> None:
-    proc = ServerProcess(tmp_path / "home", env={"AGENTATION_MCP_IDLE_SECONDS": "1"}).wait_listening()
-    headers = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
-    initialize = {
-        "jsonrpc": "2.0",
-        "id": 1,
-        "method": "initialize",
-        "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}},
-    }
-    ping = {"jsonrpc": "2.0", "id": 2, "method": "ping"}
-    try:
-        with trio.fail_after(30):
-            async with httpx2.AsyncClient(base_url=proc.url, headers=headers) as api:
-                opened = await api.post("/mcp", json=initialize)
-                assert opened.status_code == 200
-                session = {"mcp-session-id": opened.headers["mcp-session-id"], "mcp-protocol-version": "2025-06-18"}
-                assert (await api.post("/mcp", json=ping, headers=session)).status_code == 200
-                await trio.sleep(2.5)  # longer than the configured idle time, on purpose
-                expired = await api.post("/mcp", json=ping, headers=session)
-        assert expired.status_code == 404
-    finally:
-        proc.stop()

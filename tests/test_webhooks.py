@@ -9,17 +9,12 @@ no socket waits while the clock jumps.
 from __future__ import annotations
 
 import logging
-import socket
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from collections.abc import Iterator
 from email.utils import formatdate
 from itertools import pairwise
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
-import h11
 import httpx2
 import pytest
 import trio
@@ -36,104 +31,14 @@ from agentation_mcp.webhooks import (
     valid_urls,
 )
 
-from .conftest import loopback_server, read_h11_request
+from .conftest import free_port
+from .receivers import receiver
 
 pytestmark = pytest.mark.anyio
 
 WAIT = 10  # seconds any one test may wait on the network
 
 # --- a real webhook receiver ----------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Received:
-    path: str
-    headers: dict[str, str]
-    body: bytes
-    at: float  # trio.current_time() on arrival
-
-
-class Receiver:
-    """Answers by path:
-
-    * `/status/<code>[?retry_after=<value>]`: that status, with that Retry-After;
-    * `/flaky/<n>`: 500 for the first n requests, then 200;
-    * `/slow`: never answers;
-    * `/gate`: 200 once `gate` is set.
-    """
-
-    def __init__(self) -> None:
-        self.port = 0
-        self.requests: list[Received] = []
-        self.gate = trio.Event()
-        self._changed = trio.Event()
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
-
-    def to(self, path: str) -> list[Received]:
-        return [r for r in self.requests if r.path == path]
-
-    async def wait_for(self, n: int) -> None:
-        while len(self.requests) < n:
-            self._changed = trio.Event()
-            await self._changed.wait()
-
-    async def handle(self, stream: trio.SocketStream) -> None:
-        conn = h11.Connection(h11.SERVER)
-        try:
-            received = await read_h11_request(conn, stream)
-            if received is None:
-                return
-            request, body = received
-            target = request.target.decode()
-            headers = {name.decode(): value.decode() for name, value in request.headers}
-            self.requests.append(Received(target, headers, body, trio.current_time()))
-            self._changed.set()
-            status, extra = await self._answer(target)
-            content = b"" if status in (204, 304) else b"{}"
-            length = [] if status in (204, 304) else [("content-length", str(len(content)))]
-            for event in (
-                h11.Response(status_code=status, headers=[*length, ("connection", "close"), *extra]),
-                h11.Data(data=content),
-                h11.EndOfMessage(),
-            ):
-                data = conn.send(event)
-                assert data is not None
-                await stream.send_all(data)
-        except (h11.RemoteProtocolError, trio.BrokenResourceError, trio.ClosedResourceError):
-            pass  # the sender gave up on us
-        finally:
-            await stream.aclose()
-
-    async def _answer(self, target: str) -> tuple[int, list[tuple[str, str]]]:
-        parts = urlsplit(target)
-        name, _, arg = parts.path.strip("/").partition("/")
-        if name == "status":
-            extra = [("retry-after", value) for value in parse_qs(parts.query).get("retry_after", [])]
-            return int(arg), extra
-        if name == "flaky":
-            return (500 if len(self.to(target)) <= int(arg) else 200), []
-        if name == "gate":
-            await self.gate.wait()
-            return 200, []
-        await trio.sleep_forever()
-        raise AssertionError("unreachable")
-
-
-@asynccontextmanager
-async def receiver() -> AsyncIterator[Receiver]:
-    r = Receiver()
-    async with loopback_server(r.handle) as r.port:
-        yield r
-
-
-def free_port() -> int:
-    """A port nobody listens on (bound once, then released)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-    return port
 
 
 class LogLines(logging.Handler):
