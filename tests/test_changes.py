@@ -1,4 +1,4 @@
-"""Store operations: shapes, validation, events and sequences, retention."""
+"""Commands carried out on a real store (`changes`), read back through `reads`: shapes, validation, events, sequences, retention."""
 
 from __future__ import annotations
 
