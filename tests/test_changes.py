@@ -1,4 +1,7 @@
-"""Commands carried out on a real store (`changes`), read back through `reads`: shapes, validation, events, sequences, retention."""
+"""Commands carried out on a real store (`changes`) and read back (`reads`).
+
+Shapes, validation, events and sequences, retention.
+"""
 
 from __future__ import annotations
 
