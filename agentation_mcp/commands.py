@@ -24,6 +24,7 @@ from .models import (
     SEVERITIES,
     THREAD_ROLES,
     JsonObject,
+    printable,
 )
 
 _ENUMS: dict[str, tuple[str, ...]] = {
@@ -52,7 +53,7 @@ def check_text(value: Any, path: str = "") -> None:
             try:
                 value.encode("utf-8")
             except UnicodeEncodeError:
-                field = path or "body"
+                field = printable(path) or "body"
                 raise InvalidInput(
                     field, f"{field} must be valid Unicode text; it holds a lone surrogate such as \\ud800."
                 ) from None

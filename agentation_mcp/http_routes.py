@@ -33,7 +33,7 @@ from .errors import (
     StoreFull,
 )
 from .http_wire import Request
-from .models import JsonObject, parse_js_float
+from .models import JsonObject, parse_js_float, printable
 from .reads import Reader
 from .sse_streams import Listeners
 from .writer import Writer
@@ -45,6 +45,7 @@ class HttpError(Exception):
     """Answer the request with this status and `{"error": message}`."""
 
     def __init__(self, status: int, message: str) -> None:
+        message = printable(message)
         super().__init__(status, message)
         self.status = status
         self.message = message

@@ -24,7 +24,7 @@ from . import __version__, reads
 from .commands import AddThreadMessage, NewThreadMessage, UpdateAnnotation, check_text
 from .errors import AgentationError, AnnotationNotFound, InvalidInput
 from .hub import Hub
-from .models import JsonObject, agent_view, json_bytes, session_summary, to_json
+from .models import JsonObject, agent_view, json_bytes, printable, session_summary, to_json
 from .reads import Reader
 from .watch import DEFAULT_BATCH_WINDOW, DEFAULT_TIMEOUT, clamp, watch_annotations
 from .writer import Writer
@@ -192,7 +192,7 @@ def _text_result(data: JsonObject) -> types.CallToolResult:
 
 
 def _error_result(text: str) -> types.CallToolResult:
-    return types.CallToolResult(content=[types.TextContent(type="text", text=text)], is_error=True)
+    return types.CallToolResult(content=[types.TextContent(type="text", text=printable(text))], is_error=True)
 
 
 def build_handlers(writer: Writer, hub: Hub, reader: Reader) -> dict[str, Handler]:

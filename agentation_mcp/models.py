@@ -152,6 +152,16 @@ def parse_js_float(text: str) -> Any:
 _DECODER = json.JSONDecoder(parse_float=parse_js_float)
 
 
+def printable(text: str) -> str:
+    """`text` with any lone surrogate (which no UTF-8 can carry) written as its `\\udXXX` escape.
+
+    For messages that quote what a client sent: an error must always be sendable.
+    """
+    if text.isascii():
+        return text
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def json_bytes(value: Any) -> bytes:
     """Compact JSON like `JSON.stringify(v)`, as UTF-8.
 

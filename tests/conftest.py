@@ -18,6 +18,7 @@ import apsw
 import h11
 import pytest
 import trio
+from hypothesis import settings
 from mcp.client.session import ClientSession
 from mcp.client.stdio import StdioServerParameters, stdio_client
 
@@ -32,6 +33,12 @@ from agentation_mcp.models import Event
 from agentation_mcp.reads import Reader
 from agentation_mcp.store import StoreLocation
 from agentation_mcp.writer import Writer, run_writer
+
+# In CI the generated examples are the same on every run, so a red build always means a change broke
+# something; locally each run explores new ones.
+settings.register_profile("ci", derandomize=True, database=None)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 FIXTURES = Path(__file__).parent / "fixtures"
 ANNOTATION: dict[str, Any] = {

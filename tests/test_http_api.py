@@ -141,6 +141,12 @@ def test_bad_bodies(api: httpx2.Client) -> None:
         "error": "The request body must be a JSON object."
     }
     assert api.patch(f"/annotations/{annotation['id']}", json={"status": "bogus"}).status_code == 400
+    # In a key, the field's name itself cannot be sent back as it is: it is named by its escape.
+    keyed = api.post("/sessions", content=json.dumps({"url": "http://localhost:3000/", "x\ud800y": 1}).encode())
+    assert (keyed.status_code, keyed.json()) == (
+        400,
+        {"error": "x\\ud800y must be valid Unicode text; it holds a lone surrogate such as \\ud800."},
+    )
     assert api.get(f"/annotations/{annotation['id']}").json() == annotation
     too_big = api.post(f"/sessions/{sid}/annotations", json={**ANNOTATION, "comment": "x" * 70_000})
     assert too_big.status_code == 413

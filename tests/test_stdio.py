@@ -69,6 +69,13 @@ HOSTILE: list[tuple[str, int, Any, str]] = [
         8,
         "params.arguments.message must be valid Unicode text",
     ),
+    (
+        '{"jsonrpc": "2.0", "id": 9, "method": "tools/call", "params": {"name": "agentation_reply",'
+        ' "arguments": {"annotationId": "a", "\\udc00": "x"}}}',
+        INVALID_PARAMS,
+        9,
+        "params.arguments.\\udc00 must be valid Unicode text",
+    ),
 ]
 
 
