@@ -13,66 +13,14 @@ and pass the Origin check.
 from __future__ import annotations
 
 import hmac
-import ipaddress
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from .errors import ConfigError
+from .config import is_loopback_name, normalize_origin
 
 ALLOW_METHODS = b"GET, POST, PATCH, DELETE, OPTIONS"
 ALLOW_HEADERS = b"Content-Type, Accept, Mcp-Session-Id, MCP-Protocol-Version, Last-Event-ID"
 EXPOSE_HEADERS = b"Mcp-Session-Id"
-CORS_ORIGINS_HELP = (
-    "AGENTATION_CORS_ORIGINS must be a comma-separated list of http:// or https:// origins "
-    "(scheme, host and optional port, nothing else), or * alone"
-)
-
-
-def is_loopback_name(host: str) -> bool:
-    """`localhost`, `*.localhost`, `127.x.x.x` or `::1` (bracketed or not)."""
-    host = host.lower().rstrip(".")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def _normalize_origin(origin: str) -> str | None:
-    """`scheme://host[:port]` in lower case without a default port, or None if not an http(s) origin."""
-    try:
-        parts = urlsplit(origin.strip())
-        port = parts.port
-    except ValueError:
-        return None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        return None
-    if parts.username or parts.password or parts.path not in ("", "/") or parts.query or parts.fragment:
-        return None
-    host = parts.hostname
-    if ":" in host:
-        host = f"[{host}]"
-    default = 80 if parts.scheme == "http" else 443
-    return f"{parts.scheme}://{host}" + (f":{port}" if port not in (None, default) else "")
-
-
-def parse_cors_origins(value: str | None) -> tuple[bool, frozenset[str]]:
-    """(any origin allowed, extra origins) from `AGENTATION_CORS_ORIGINS`; raises `ConfigError`."""
-    if value is None:
-        return False, frozenset()
-    entries = [e.strip() for e in value.split(",") if e.strip()]
-    if entries == ["*"]:
-        return True, frozenset()
-    origins: set[str] = set()
-    for entry in entries:
-        normalized = _normalize_origin(entry) if entry != "*" else None
-        if normalized is None:
-            raise ConfigError(f"{CORS_ORIGINS_HELP}; {entry!r} is not one.")
-        origins.add(normalized)
-    return False, frozenset(origins)
 
 
 def _host_name(host_header: str) -> str:
@@ -96,7 +44,7 @@ class AccessPolicy:
     def origin_allowed(self, origin: str | None) -> bool:
         if origin is None or self.any_origin:
             return True
-        normalized = _normalize_origin(origin)
+        normalized = normalize_origin(origin)
         if normalized is None:
             return False
         if normalized in self.extra_origins:

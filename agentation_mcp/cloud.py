@@ -27,7 +27,6 @@ from .models import to_json
 
 log = logging.getLogger("agentation_mcp")
 
-DEFAULT_CLOUD_URL = "https://agentation-mcp-cloud.vercel.app/api"
 
 Headers = Sequence[tuple[bytes, bytes]]
 

@@ -1,4 +1,8 @@
-"""Settings from the command line and the environment, checked with clear messages."""
+"""Settings from the command line and the environment, checked with clear messages.
+
+A leaf: the standard library and the exception tree only, so every command
+can read its settings without loading the server.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +14,88 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from .access import is_loopback_name, parse_cors_origins
-from .cloud import DEFAULT_CLOUD_URL
 from .errors import ConfigError
-from .webhooks import MAX_TIMER_MS, WebhookSettings
+
+DEFAULT_CLOUD_URL = "https://agentation-mcp-cloud.vercel.app/api"
+MAX_TIMER_MS = 2_147_483_647
+"""The largest delay or timeout accepted, in ms (Node's timer limit, kept for the same env values)."""
+
+
+CORS_ORIGINS_HELP = (
+    "AGENTATION_CORS_ORIGINS must be a comma-separated list of http:// or https:// origins "
+    "(scheme, host and optional port, nothing else), or * alone"
+)
+
+
+def is_loopback_name(host: str) -> bool:
+    """`localhost`, `*.localhost`, `127.x.x.x` or `::1` (bracketed or not)."""
+    host = host.lower().rstrip(".")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def normalize_origin(origin: str) -> str | None:
+    """`scheme://host[:port]` in lower case without a default port, or None if not an http(s) origin."""
+    try:
+        parts = urlsplit(origin.strip())
+        port = parts.port
+    except ValueError:
+        return None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return None
+    if parts.username or parts.password or parts.path not in ("", "/") or parts.query or parts.fragment:
+        return None
+    host = parts.hostname
+    if ":" in host:
+        host = f"[{host}]"
+    default = 80 if parts.scheme == "http" else 443
+    return f"{parts.scheme}://{host}" + (f":{port}" if port not in (None, default) else "")
+
+
+def parse_cors_origins(value: str | None) -> tuple[bool, frozenset[str]]:
+    """(any origin allowed, extra origins) from `AGENTATION_CORS_ORIGINS`; raises `ConfigError`."""
+    if value is None:
+        return False, frozenset()
+    entries = [e.strip() for e in value.split(",") if e.strip()]
+    if entries == ["*"]:
+        return True, frozenset()
+    origins: set[str] = set()
+    for entry in entries:
+        normalized = normalize_origin(entry) if entry != "*" else None
+        if normalized is None:
+            raise ConfigError(f"{CORS_ORIGINS_HELP}; {entry!r} is not one.")
+        origins.add(normalized)
+    return False, frozenset(origins)
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookSettings:
+    """Where webhooks go and how hard to try; delays and timeouts in milliseconds.
+
+    `urls` are kept trimmed, without empty entries or repeats, in first-seen order.
+    """
+
+    urls: tuple[str, ...] = ()
+    max_retries: int = 3
+    base_delay_ms: int = 1000
+    max_delay_ms: int = 30_000
+    timeout_ms: int = 10_000
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "urls", tuple(dict.fromkeys(url.strip() for url in self.urls if url.strip())))
+        if not 0 <= self.max_retries <= 10:
+            raise ValueError(f"max_retries must be from 0 to 10, not {self.max_retries}")
+        for name in ("base_delay_ms", "max_delay_ms", "timeout_ms"):
+            value = getattr(self, name)
+            if not 1 <= value <= MAX_TIMER_MS:
+                raise ValueError(f"{name} must be from 1 to {MAX_TIMER_MS}, not {value}")
+
 
 DEFAULT_PORT = 4747
 DEFAULT_RETENTION_DAYS = 7

@@ -40,38 +40,13 @@ from urllib.parse import urlsplit
 import httpx2
 import trio
 
+from .config import WebhookSettings
 from .models import to_json
 
 log = logging.getLogger("agentation_mcp")
 
 USER_AGENT = "Agentation-Webhook/1.0"
-MAX_TIMER_MS = 2_147_483_647
-"""The largest delay or timeout accepted, in ms (Node's timer limit, kept for the same env values)."""
-
 _DIGITS = re.compile(r"[0-9]+")
-
-
-@dataclass(frozen=True, slots=True)
-class WebhookSettings:
-    """Where webhooks go and how hard to try; delays and timeouts in milliseconds.
-
-    `urls` are kept trimmed, without empty entries or repeats, in first-seen order.
-    """
-
-    urls: tuple[str, ...] = ()
-    max_retries: int = 3
-    base_delay_ms: int = 1000
-    max_delay_ms: int = 30_000
-    timeout_ms: int = 10_000
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "urls", tuple(dict.fromkeys(url.strip() for url in self.urls if url.strip())))
-        if not 0 <= self.max_retries <= 10:
-            raise ValueError(f"max_retries must be from 0 to 10, not {self.max_retries}")
-        for name in ("base_delay_ms", "max_delay_ms", "timeout_ms"):
-            value = getattr(self, name)
-            if not 1 <= value <= MAX_TIMER_MS:
-                raise ValueError(f"{name} must be from 1 to {MAX_TIMER_MS}, not {value}")
 
 
 def _redacted(url: str) -> str:

@@ -12,8 +12,8 @@ import pytest
 import trio
 
 from agentation_mcp.asgi import Message
-from agentation_mcp.cloud import DEFAULT_CLOUD_URL, proxy
-from agentation_mcp.config import cloud_base_url
+from agentation_mcp.cloud import proxy
+from agentation_mcp.config import DEFAULT_CLOUD_URL, cloud_base_url
 from agentation_mcp.errors import ConfigError
 
 from .receivers import fake_cloud

@@ -10,8 +10,8 @@ import agentation_mcp
 PACKAGE = Path(agentation_mcp.__file__).parent
 ALLOWED: dict[str, set[str]] = {
     "errors": set(),
-    "access": {"errors"},
-    "config": {"access", "cloud", "errors", "webhooks"},
+    "access": {"config"},
+    "config": {"errors"},
     "models": set(),
     "commands": {"errors", "models"},
     "schema": {"errors"},
@@ -46,8 +46,8 @@ ALLOWED: dict[str, set[str]] = {
         "reads",
         "writer",
     },
-    "webhooks": {"models"},
-    "cloud": {"asgi", "models"},
+    "webhooks": {"config", "models"},
+    "cloud": {"asgi", "config", "models"},
     "service": {
         "cloud",
         "webhooks",

@@ -17,7 +17,8 @@ import pytest
 import trio
 import trio.testing
 
-from agentation_mcp.webhooks import WebhookSettings, deliver
+from agentation_mcp.config import WebhookSettings
+from agentation_mcp.webhooks import deliver
 
 pytestmark = pytest.mark.anyio
 

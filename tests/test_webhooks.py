@@ -20,11 +20,10 @@ import pytest
 import trio
 import trio.testing
 
-from agentation_mcp.config import webhook_settings_from_env
+from agentation_mcp.config import WebhookSettings, webhook_settings_from_env
 from agentation_mcp.webhooks import (
     USER_AGENT,
     DeliveryResult,
-    WebhookSettings,
     backoff_ms,
     deliver,
     retry_after_ms,
