@@ -20,8 +20,8 @@ from mcp.server.lowlevel.server import Server
 from mcp.server.streamable_http_manager import StreamableHTTPASGIApp, StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
 
-from . import __version__, reads
-from .commands import AddThreadMessage, NewThreadMessage, UpdateAnnotation, check_text
+from . import __version__, operations, reads
+from .commands import Command, check_text
 from .errors import AgentationError, AnnotationNotFound, InvalidInput
 from .hub import Hub
 from .models import JsonObject, agent_view, json_bytes, printable, session_summary, to_json
@@ -212,34 +212,24 @@ def build_handlers(writer: Writer, hub: Hub, reader: Reader) -> dict[str, Handle
         pending = reads.pending_annotations(reader, None)
         return {"count": len(pending), "annotations": [agent_view(a) for a in pending]}
 
+    async def carry_out(operation: tuple[Command, JsonObject]) -> JsonObject:
+        command, result = operation
+        await writer.submit(command)
+        return result
+
     async def acknowledge(args: Mapping[str, Any]) -> JsonObject:
-        await writer.submit(UpdateAnnotation(args["annotationId"], {"status": "acknowledged"}))
-        return {"acknowledged": True, "annotationId": args["annotationId"]}
+        return await carry_out(operations.acknowledge(args["annotationId"]))
 
     async def resolve(args: Mapping[str, Any]) -> JsonObject:
-        summary = args.get("summary")
-        message = NewThreadMessage("agent", f"Resolved: {summary}") if summary else None
-        await writer.submit(
-            UpdateAnnotation(args["annotationId"], {"status": "resolved", "resolvedBy": "agent"}, message=message)
-        )
-        out: JsonObject = {"resolved": True, "annotationId": args["annotationId"]}
-        if summary is not None:
-            out["summary"] = summary
-        return out
+        return await carry_out(operations.resolve(args["annotationId"], args.get("summary")))
 
     async def dismiss(args: Mapping[str, Any]) -> JsonObject:
-        message = NewThreadMessage("agent", f"Dismissed: {args['reason']}")
-        await writer.submit(
-            UpdateAnnotation(args["annotationId"], {"status": "dismissed", "resolvedBy": "agent"}, message=message)
-        )
-        return {"dismissed": True, "annotationId": args["annotationId"], "reason": args["reason"]}
+        return await carry_out(operations.dismiss(args["annotationId"], args["reason"]))
 
     async def reply(args: Mapping[str, Any]) -> JsonObject:
         if not args["message"]:
             reads.get_annotation(reader, args["annotationId"])  # an unknown id is the clearer error
-            raise AgentationError("message must not be empty.")
-        await writer.submit(AddThreadMessage(args["annotationId"], NewThreadMessage("agent", args["message"])))
-        return {"replied": True, "annotationId": args["annotationId"], "message": args["message"]}
+        return await carry_out(operations.reply(args["annotationId"], args["message"]))
 
     async def watch(args: Mapping[str, Any]) -> JsonObject:
         return await watch_annotations(

@@ -173,3 +173,54 @@ def open_read_connection(location: StoreLocation) -> apsw.Connection:
     conn = apsw.Connection(target, flags=flags)
     conn.set_busy_timeout(BUSY_TIMEOUT_MS)
     return conn
+
+
+@dataclass(frozen=True, slots=True)
+class StoreReport:
+    """What `doctor` reports of a store file, read without changing it."""
+
+    size: int
+    wal_size: int
+    schema_version: int
+    quick_check: str
+    next_sequence: int
+    highest_event: int
+
+
+def examine(path: Path) -> StoreReport:
+    """Read-only facts about the store at `path`; raises `StoreUnusable` naming what is wrong with it."""
+    location = StoreLocation(path)
+    try:
+        conn = apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READONLY)
+    except apsw.Error as exc:
+        raise unusable(exc, location) or StoreUnusable(f"Cannot open the store {path}: {exc}.") from exc
+    try:
+        conn.set_busy_timeout(1000)
+        version = conn.execute("PRAGMA user_version").get
+        problems = [str(row[0]) for row in conn.execute("PRAGMA quick_check")]
+        check = "ok" if problems == ["ok"] else "; ".join(problems[:3])
+        tables = {str(row[0]) for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        next_sequence = highest = 0
+        if "event_sequence" in tables:
+            value = conn.execute("SELECT value FROM event_sequence WHERE id = 1").get
+            next_sequence = int(value) + 1 if isinstance(value, int) else 1
+        if "events" in tables:
+            value = conn.execute("SELECT MAX(sequence) FROM events").get
+            highest = int(value) if isinstance(value, int) else 0
+    except apsw.Error as exc:
+        raise unusable(exc, location) or StoreUnusable(f"Cannot read the store {path}: {exc}.") from exc
+    finally:
+        conn.close()
+    wal = Path(f"{path}-wal")
+    return StoreReport(
+        size=path.stat().st_size,
+        wal_size=wal.stat().st_size if wal.exists() else 0,
+        schema_version=int(version) if isinstance(version, int) else 0,
+        quick_check=check,
+        next_sequence=next_sequence,
+        highest_event=highest,
+    )
+
+
+def sqlite_version() -> str:
+    return str(apsw.sqlite_lib_version())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import json
 import os
 import shutil
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any, TextIO, TypeVar
+from urllib.parse import urlsplit
 
 import apsw
 import h11
@@ -338,3 +340,69 @@ async def loopback_server(handler: Callable[[trio.SocketStream], Awaitable[None]
             yield listeners[0].socket.getsockname()[1]
         finally:
             nursery.cancel_scope.cancel()
+
+
+Frame = dict[str, Any]
+"""One SSE event as a test reads it: its `event`, `id` and decoded `data`."""
+
+
+class Stream:
+    """An open SSE response on a raw connection (parsed with h11), read frame by frame."""
+
+    def __init__(self, connection: trio.SocketStream, parser: h11.Connection) -> None:
+        self.connection = connection
+        self.parser = parser
+        self.decoder = codecs.getincrementaldecoder("utf-8")()
+        self.text = ""
+        self.comments: list[str] = []
+
+    async def _event(self) -> object:
+        while (event := self.parser.next_event()) is h11.NEED_DATA:
+            self.parser.receive_data(await self.connection.receive_some(65536))
+        return event
+
+    async def _line(self) -> str:
+        while "\n" not in self.text:
+            event = await self._event()
+            if not isinstance(event, h11.Data):
+                raise AssertionError(f"stream ended: {event!r}")
+            self.text += self.decoder.decode(bytes(event.data))
+        line, self.text = self.text.split("\n", 1)
+        return line
+
+    async def frame(self) -> Frame:
+        fields: dict[str, str] = {}
+        while True:
+            line = await self._line()
+            if line == "":
+                if fields:
+                    return {"event": fields.get("event"), "id": fields.get("id"), "data": json.loads(fields["data"])}
+                continue
+            if line.startswith(":"):
+                self.comments.append(line)
+                continue
+            name, _, value = line.partition(": ")
+            fields[name] = value
+
+    async def frames(self, n: int) -> list[Frame]:
+        return [await self.frame() for _ in range(n)]
+
+
+@asynccontextmanager
+async def stream(url: str, headers: dict[str, str] | None = None) -> AsyncIterator[Stream]:
+    """An SSE stream from `url`, open for the block."""
+    parts = urlsplit(url)
+    assert parts.hostname is not None
+    assert parts.port is not None
+    target = parts.path + (f"?{parts.query}" if parts.query else "")
+    connection = await trio.open_tcp_stream(parts.hostname, parts.port)
+    async with connection:
+        parser = h11.Connection(h11.CLIENT)
+        request = h11.Request(method="GET", target=target, headers=[("Host", parts.netloc), *(headers or {}).items()])
+        await connection.send_all(parser.send(request) + parser.send(h11.EndOfMessage()))
+        opened = Stream(connection, parser)
+        response = await opened._event()
+        assert isinstance(response, h11.Response)
+        assert response.status_code == 200
+        assert dict(response.headers)[b"content-type"] == b"text/event-stream"
+        yield opened

@@ -15,7 +15,8 @@ import pytest
 import trio
 
 from agentation_mcp import service
-from agentation_mcp.cli import USAGE, main
+from agentation_mcp.cli import main, usage
+from agentation_mcp.cli.registration import register_command
 from agentation_mcp.config import parse_server_args
 from agentation_mcp.errors import ConfigError, StoreUnusable
 
@@ -26,13 +27,16 @@ from .conftest import server_env
 def test_help_prints_usage_to_stdout(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     assert main(argv) == 0
     out, _ = capsys.readouterr()
-    assert out == USAGE
+    assert out == usage()
     assert "server" in out
-    assert "claude mcp add agentation -- agentation-mcp server" in out
+    assert register_command() in out
+    program = register_command().split(" -- ", 1)[1].split()[0]
+    assert Path(program).is_absolute()
+    assert os.access(program, os.X_OK), "the advice names a program that runs from any shell"
 
 
-def test_unknown_command_exits_1_with_a_hint(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["serve"]) == 1
+def test_unknown_command_exits_2_with_a_hint(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["serve"]) == 2
     out, err = capsys.readouterr()
     assert out == ""
     assert err == "Unknown command: serve\nRun 'agentation-mcp help' for usage information.\n"

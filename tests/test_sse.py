@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
-import codecs
 import gc
-import json
 import socket
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
-import h11
 import httpx2
 import pytest
 import trio
@@ -23,11 +17,9 @@ from agentation_mcp import sse
 from agentation_mcp.commands import UpdateAnnotation
 from agentation_mcp.models import Event
 
-from .conftest import ANNOTATION, ServerProcess, commit_to_file, tool_json
+from .conftest import ANNOTATION, ServerProcess, commit_to_file, stream, tool_json
 
 pytestmark = pytest.mark.anyio
-
-Frame = dict[str, Any]
 
 
 def test_frames_and_cursor_parsing() -> None:
@@ -44,68 +36,6 @@ def test_frames_and_cursor_parsing() -> None:
     assert [sse.parse_last_event_id(v) for v in huge] == [None, None, None]
     assert sse.parse_last_event_id(str(2**63 - 1)) == 2**63 - 1
     assert sse.parse_last_event_id("-" + "9" * 5000) == 0
-
-
-class Stream:
-    """An open SSE response on a raw connection (parsed with h11), read frame by frame."""
-
-    def __init__(self, connection: trio.SocketStream, parser: h11.Connection) -> None:
-        self.connection = connection
-        self.parser = parser
-        self.decoder = codecs.getincrementaldecoder("utf-8")()
-        self.text = ""
-        self.comments: list[str] = []
-
-    async def _event(self) -> object:
-        while (event := self.parser.next_event()) is h11.NEED_DATA:
-            self.parser.receive_data(await self.connection.receive_some(65536))
-        return event
-
-    async def _line(self) -> str:
-        while "\n" not in self.text:
-            event = await self._event()
-            if not isinstance(event, h11.Data):
-                raise AssertionError(f"stream ended: {event!r}")
-            self.text += self.decoder.decode(bytes(event.data))
-        line, self.text = self.text.split("\n", 1)
-        return line
-
-    async def frame(self) -> Frame:
-        fields: dict[str, str] = {}
-        while True:
-            line = await self._line()
-            if line == "":
-                if fields:
-                    return {"event": fields.get("event"), "id": fields.get("id"), "data": json.loads(fields["data"])}
-                continue
-            if line.startswith(":"):
-                self.comments.append(line)
-                continue
-            name, _, value = line.partition(": ")
-            fields[name] = value
-
-    async def frames(self, n: int) -> list[Frame]:
-        return [await self.frame() for _ in range(n)]
-
-
-@asynccontextmanager
-async def stream(url: str, headers: dict[str, str] | None = None) -> AsyncIterator[Stream]:
-    """An SSE stream from `url`, open for the block."""
-    parts = urlsplit(url)
-    assert parts.hostname is not None
-    assert parts.port is not None
-    target = parts.path + (f"?{parts.query}" if parts.query else "")
-    connection = await trio.open_tcp_stream(parts.hostname, parts.port)
-    async with connection:
-        parser = h11.Connection(h11.CLIENT)
-        request = h11.Request(method="GET", target=target, headers=[("Host", parts.netloc), *(headers or {}).items()])
-        await connection.send_all(parser.send(request) + parser.send(h11.EndOfMessage()))
-        opened = Stream(connection, parser)
-        response = await opened._event()
-        assert isinstance(response, h11.Response)
-        assert response.status_code == 200
-        assert dict(response.headers)[b"content-type"] == b"text/event-stream"
-        yield opened
 
 
 async def post(client: httpx2.AsyncClient, path: str, body: dict[str, Any]) -> Any:

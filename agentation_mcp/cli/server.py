@@ -1,4 +1,4 @@
-"""The command line: `agentation-mcp server|init|doctor|help`."""
+"""`agentation-mcp server`: logging set up for a server, then the service until it stops."""
 
 from __future__ import annotations
 
@@ -11,33 +11,8 @@ from typing import Any
 
 import trio
 
-from . import __version__
-from .config import parse_server_args
-from .errors import AgentationError, ConfigError
-
-USAGE = f"""\
-agentation-mcp {__version__}: the Agentation annotation server for AI coding agents
-
-Usage:
-  agentation-mcp server [options]   Serve the MCP tools on stdio (and the toolbar's HTTP API)
-  agentation-mcp init               Register the server with Claude Code
-  agentation-mcp doctor             Check the set-up and the running server
-  agentation-mcp help               Show this text (also --help, -h)
-
-Server options:
-  --port <port>      HTTP port (default 4747)
-  --host <address>   Interface to bind (default 127.0.0.1; or AGENTATION_HOST)
-  --mcp-only         Serve MCP on stdio only, no HTTP
-  --http-url <url>   Use the HTTP API of the server at <url> instead of the local store
-  --api-key <key>    Cloud mode API key (or AGENTATION_API_KEY)
-
-Environment:
-  AGENTATION_STORE=memory            Keep everything in memory, for this process only
-  AGENTATION_EVENT_RETENTION_DAYS    Days of event history kept (default 7, 0-3650)
-
-Register with Claude Code:
-  claude mcp add agentation -- agentation-mcp server
-"""
+from ..config import parse_server_args
+from ..errors import AgentationError, ConfigError
 
 log = logging.getLogger("agentation_mcp")
 
@@ -92,8 +67,33 @@ class _Line(logging.LogRecord):
         self.thread = self.threadName = self.process = self.processName = self.taskName = None
 
 
-def _server(argv: Sequence[str]) -> int:
-    from . import service
+SERVER_HELP = """\
+usage: agentation-mcp server [--port PORT] [--host ADDRESS] [--mcp-only] [--api-key KEY]
+
+Serve the nine MCP tools on stdio (for Claude Code and other MCP clients) and, on
+127.0.0.1:PORT, the toolbar's HTTP API, its SSE streams and the tools over
+Streamable HTTP at /mcp. Several servers can share the store; one owns the port.
+
+options:
+  -h, --help        show this help and exit
+  --port PORT       HTTP port (default 4747)
+  --host ADDRESS    interface to bind (default 127.0.0.1, or AGENTATION_HOST); anything
+                    but loopback needs AGENTATION_ACCESS_KEY
+  --mcp-only        serve MCP on stdio only, without HTTP
+  --api-key KEY     cloud mode: proxy the toolbar's routes to the cloud API with this key
+                    (or AGENTATION_API_KEY)
+
+environment: AGENTATION_STORE=memory, AGENTATION_EVENT_RETENTION_DAYS, AGENTATION_CORS_ORIGINS,
+AGENTATION_ACCESS_KEY, AGENTATION_MAX_BODY_BYTES, AGENTATION_WEBHOOK_URL(S); see the README.
+"""
+
+
+def run_server(argv: Sequence[str]) -> int:
+    if any(arg in ("-h", "--help") for arg in argv):
+        sys.stdout.write(SERVER_HELP)
+        return 0
+    _configure_logging()
+    from .. import service
 
     try:
         settings = parse_server_args(argv)
@@ -131,19 +131,3 @@ def _leaves(group: BaseExceptionGroup[AgentationError]) -> list[AgentationError]
         elif str(exc) not in (str(f) for f in found):
             found.append(exc)
     return found
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = list(sys.argv[1:] if argv is None else argv)
-    _configure_logging()
-    command = args[0] if args else "help"
-    if command in ("help", "--help", "-h"):
-        sys.stdout.write(USAGE)
-        return 0
-    if command == "server":
-        return _server(args[1:])
-    if command in ("init", "doctor"):
-        print(f"agentation-mcp {command} is not available in this version yet.", file=sys.stderr)  # noqa: T201
-        return 1
-    print(f"Unknown command: {command}\nRun 'agentation-mcp help' for usage information.", file=sys.stderr)  # noqa: T201
-    return 1

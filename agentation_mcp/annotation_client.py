@@ -1,0 +1,100 @@
+"""The annotations as the command line sees them: a client for the local store, one interface for both kinds.
+
+`AnnotationClient` is what the human commands use; `LocalClient` works on
+the store file directly, and `remote.RemoteClient` on another server's HTTP
+API. A local write is a command committed by the same transaction function
+the writer uses, so every running server publishes it to its listeners
+through the cross-process tail, in sequence order with its own writes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+from . import reads, schema, store, transactions
+from .commands import Command
+from .errors import AnnotationNotFound, SessionNotFound
+from .models import JsonObject
+from .reads import Reader
+from .store import StoreLocation
+
+
+class AnnotationClient(Protocol):
+    def list_sessions(self) -> list[JsonObject]: ...
+
+    def get_session(self, session_id: str) -> JsonObject:
+        """The session with its annotations; raises `SessionNotFound`."""
+        ...
+
+    def pending(self, session_id: str | None) -> list[JsonObject]:
+        """Pending annotations of one session (raises `SessionNotFound`) or of all."""
+        ...
+
+    def get_annotation(self, annotation_id: str) -> JsonObject:
+        """Raises `AnnotationNotFound`."""
+        ...
+
+    def submit(self, command: Command) -> None:
+        """Carry out one change; raises its `AgentationError`."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class LocalClient:
+    """The store file itself. Reads never create it; the first write does."""
+
+    def __init__(self, path: Path) -> None:
+        self.location = StoreLocation(path)
+        self._reader: Reader | None = None
+
+    def _read(self) -> Reader | None:
+        if self._reader is None:
+            if self.location.path is None or not self.location.path.exists():
+                return None
+            self._reader = Reader(store.open_read_connection(self.location), None)
+        return self._reader
+
+    def list_sessions(self) -> list[JsonObject]:
+        reader = self._read()
+        return reads.list_sessions(reader) if reader else []
+
+    def get_session(self, session_id: str) -> JsonObject:
+        reader = self._read()
+        if reader is None:
+            raise SessionNotFound(session_id)
+        return reads.get_session(reader, session_id)
+
+    def pending(self, session_id: str | None) -> list[JsonObject]:
+        reader = self._read()
+        if reader is None:
+            if session_id is not None:
+                raise SessionNotFound(session_id)
+            return []
+        if session_id is not None and not reads.session_exists(reader, session_id):
+            raise SessionNotFound(session_id)
+        return reads.pending_annotations(reader, session_id)
+
+    def get_annotation(self, annotation_id: str) -> JsonObject:
+        reader = self._read()
+        if reader is None:
+            raise AnnotationNotFound(annotation_id)
+        return reads.get_annotation(reader, annotation_id)
+
+    def submit(self, command: Command) -> None:
+        if self.location.path is not None and not self.location.path.exists():
+            # Every command here names an annotation, and without a store there is none.
+            raise AnnotationNotFound(getattr(command, "annotation_id", ""))
+        conn = store.open_write_connection(self.location)
+        try:
+            schema.migrate(conn)
+            [outcome] = transactions.commit_batch(conn, [command])
+            outcome.unwrap()
+        finally:
+            conn.close()
+
+    def close(self) -> None:
+        if self._reader is not None:
+            self._reader.conn.close()
+            self._reader = None
