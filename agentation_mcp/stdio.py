@@ -17,7 +17,6 @@ with the `id` when one can be read, and one line on stderr.
 from __future__ import annotations
 
 import codecs
-import io
 import json
 import logging
 import os
@@ -149,11 +148,36 @@ def _pollable(fd: int) -> bool:
     return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
 
 
+class _ThreadLines:
+    """Lines of text from a terminal or a file, read on worker threads that a signal does not wait for.
+
+    A terminal's read blocks until someone types; the thread is abandoned
+    when the server is cancelled (Ctrl-C, SIGTERM), so shutdown never waits
+    for a key press. (Non-blocking mode, as for pipes, would change the
+    terminal that the shell shares.)
+    """
+
+    def __init__(self, fd: int) -> None:
+        self._fd = os.dup(fd)
+
+    def __aiter__(self) -> AsyncIterator[str]:
+        return self._lines()
+
+    async def _lines(self) -> AsyncIterator[str]:
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        pending = ""
+        while chunk := await trio.to_thread.run_sync(os.read, self._fd, 65536, abandon_on_cancel=True):
+            pending += decoder.decode(chunk)
+            *lines, pending = pending.split("\n")
+            for line in lines:
+                yield line + "\n"
+        pending += decoder.decode(b"", final=True)
+        if pending:
+            yield pending
+
+
 def _stdin_lines() -> AsyncIterable[str]:
-    if _pollable(0):
-        return _FdLines(0)
-    # A terminal or a file: read on a worker thread, as the SDK would.
-    return anyio.wrap_file(io.TextIOWrapper(os.fdopen(os.dup(0), "rb"), encoding="utf-8", errors="replace"))
+    return _FdLines(0) if _pollable(0) else _ThreadLines(0)
 
 
 async def serve_stdio(server: Server[Any]) -> None:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import signal
 import subprocess
 import sys
+import termios
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,7 +22,7 @@ from agentation_mcp.cli.registration import register_command
 from agentation_mcp.config import parse_server_args
 from agentation_mcp.errors import ConfigError, StoreUnusable
 
-from .conftest import server_env
+from .conftest import free_port, server_env
 
 
 @pytest.mark.parametrize("argv", [[], ["help"], ["--help"], ["-h"]])
@@ -285,3 +287,56 @@ def test_a_store_that_fails_to_close_neither_hides_the_error_nor_skips_the_other
         service.close_all([broken, lambda: closed.append("reader"), lambda: closed.append("writer")])
     assert closed == ["reader", "writer"]
     assert [r.getMessage() for r in caplog.records] == ["[Store] Closing the store failed: disk I/O error"]
+
+
+@contextmanager
+def _in_a_terminal(home: Path, *args: str) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+    """`agentation-mcp <args>` with a pseudo-terminal as its controlling terminal, stdin and stdout, as in a shell.
+
+    Yields the process, once stderr says it is serving or watching, and the terminal's master side.
+    """
+    master, slave = os.openpty()
+
+    def take_the_terminal() -> None:
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "agentation_mcp", *args],
+        env=server_env(home),
+        stdin=slave,
+        stdout=slave,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+        preexec_fn=take_the_terminal,
+    )
+    os.close(slave)
+    try:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            if b"MCP server started on stdio" in line or b"Watching" in line:
+                break
+        else:
+            raise AssertionError(f"it exited before it was running: {proc.wait(10)}")
+        yield proc, master
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        if proc.stderr is not None:
+            proc.stderr.close()
+        os.close(master)
+
+
+@pytest.mark.parametrize("command", [["server", "--mcp-only"], ["server"], ["watch"]])
+def test_ctrl_c_in_a_terminal_stops_within_a_second(tmp_path: Path, command: list[str]) -> None:
+    if command[0] == "server" and len(command) == 1:
+        command = [*command, "--port", str(free_port())]
+    with _in_a_terminal(tmp_path, *command) as (proc, terminal):
+        os.write(terminal, b"\x03")  # the terminal turns it into SIGINT for the foreground process group
+        assert proc.wait(timeout=1) == 0
+
+
+def test_sigterm_stops_a_server_in_a_terminal_within_a_second(tmp_path: Path) -> None:
+    with _in_a_terminal(tmp_path, "server", "--mcp-only") as (proc, _):
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=1) == 0

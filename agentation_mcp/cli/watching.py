@@ -36,8 +36,8 @@ Batch = list[JsonObject]
 def run_watch(args: argparse.Namespace, client: AnnotationClient) -> int:
     try:
         trio.run(partial(_watch, args, client))
-    except KeyboardInterrupt:
-        pass
+    except* KeyboardInterrupt:
+        pass  # Ctrl-C is how a watch is meant to end
     finally:
         client.close()
     return 0
