@@ -180,6 +180,19 @@ def reference_cli() -> Path:
     return folder / "node_modules" / "agentation-mcp" / "dist" / "cli.js"
 
 
+def claude_cli() -> Path:
+    """The pinned Claude Code CLI that scripts/install-claude-code installs; skips (fails in CI) without it."""
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    folder = Path(os.environ.get("AGENTATION_CLAUDE_DIR") or cache / "agentation-mcp" / "claude-code")
+    claude = folder / "node_modules" / ".bin" / "claude"
+    if not claude.exists():
+        reason = f"the Claude Code CLI is not installed at {claude}: run scripts/install-claude-code"
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return claude
+
+
 def server_env(home: Path, **extra: str) -> dict[str, str]:
     env = {"HOME": str(home), "PYTHONUNBUFFERED": "1"}
     for key in ("PATH", "PYTHONPATH", "VIRTUAL_ENV", "LANG"):

@@ -24,6 +24,7 @@ Usage: agentation-mcp <command> [options]      (agentation-mcp <command> --help 
 
 Server:
   server            Serve the MCP tools on stdio and the toolbar's HTTP API on port 4747
+  init              Register this installation with Claude Code, and check that it starts
   doctor            Check the store, the port and the set-up, and say how to fix what is wrong
 
 Annotations (on the local store, or on a server with --http-url URL [--api-key KEY]):
@@ -55,6 +56,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .server import run_server
 
         return run_server(args[1:])
+    if command == "init":
+        from .init import run_init
+
+        return run_init(args[1:])
     if command == "doctor":
         from .doctor import run_doctor
 

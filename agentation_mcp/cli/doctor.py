@@ -238,9 +238,9 @@ def _registration() -> list[Check]:
         return [Check("Claude Code", WARN, "claude mcp get agentation did not answer in time")]
     if done.returncode != 0:
         return [Check("Claude Code", FAIL, "agentation is not registered with Claude Code", advice)]
-    lines = [line.strip() for line in done.stdout.splitlines()]
-    command = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("Command:")), "")
-    program = command.split()[0] if command else ""
+    fields = dict(line.strip().partition(":")[::2] for line in done.stdout.splitlines() if ":" in line)
+    program = fields.get("Command", "").strip()
+    command = f"{program} {fields.get('Args', '').strip()}".strip()
     runnable = bool(program) and (Path(program).is_file() or shutil.which(program) is not None)
     if not runnable:
         return [Check("Claude Code", FAIL, f"registered, but its command {program or '(none)'} cannot run", advice)]
