@@ -26,7 +26,8 @@ from .errors import AgentationError, AnnotationNotFound, InvalidInput
 from .hub import Hub
 from .models import JsonObject, agent_view, json_bytes, printable, session_summary, to_json
 from .reads import Reader
-from .watch import DEFAULT_BATCH_WINDOW, DEFAULT_TIMEOUT, clamp, watch_annotations
+from .remote import AsyncRemoteClient
+from .watch import DEFAULT_BATCH_WINDOW, DEFAULT_TIMEOUT, clamp, watch_annotations, watch_remote
 from .writer import Writer
 
 Handler = Callable[[Mapping[str, Any]], Awaitable[JsonObject]]
@@ -253,6 +254,63 @@ def build_handlers(writer: Writer, hub: Hub, reader: Reader) -> dict[str, Handle
     }
 
 
+def build_remote_handlers(remote: AsyncRemoteClient) -> dict[str, Handler]:
+    """The same tools, carried out on another server through its HTTP API (`server --mcp-only --http-url`)."""
+
+    async def carry_out(operation: tuple[Command, JsonObject]) -> JsonObject:
+        command, result = operation
+        await remote.submit(command)
+        return result
+
+    async def list_sessions(args: Mapping[str, Any]) -> JsonObject:
+        return {"sessions": [session_summary(s) for s in await remote.list_sessions()]}
+
+    async def get_session(args: Mapping[str, Any]) -> JsonObject:
+        return await remote.get_session(args["sessionId"])
+
+    async def get_pending(args: Mapping[str, Any]) -> JsonObject:
+        pending = await remote.pending(args["sessionId"])
+        return {"count": len(pending), "annotations": [agent_view(a) for a in pending]}
+
+    async def get_all_pending(args: Mapping[str, Any]) -> JsonObject:
+        pending = await remote.pending(None)
+        return {"count": len(pending), "annotations": [agent_view(a) for a in pending]}
+
+    async def acknowledge(args: Mapping[str, Any]) -> JsonObject:
+        return await carry_out(operations.acknowledge(args["annotationId"]))
+
+    async def resolve(args: Mapping[str, Any]) -> JsonObject:
+        return await carry_out(operations.resolve(args["annotationId"], args.get("summary")))
+
+    async def dismiss(args: Mapping[str, Any]) -> JsonObject:
+        return await carry_out(operations.dismiss(args["annotationId"], args["reason"]))
+
+    async def reply(args: Mapping[str, Any]) -> JsonObject:
+        if not args["message"]:
+            await remote.get_annotation(args["annotationId"])  # an unknown id is the clearer error
+        return await carry_out(operations.reply(args["annotationId"], args["message"]))
+
+    async def watch(args: Mapping[str, Any]) -> JsonObject:
+        return await watch_remote(
+            remote,
+            session_id=args.get("sessionId"),
+            batch_window=clamp(args.get("batchWindowSeconds"), DEFAULT_BATCH_WINDOW, 1, 60),
+            timeout=clamp(args.get("timeoutSeconds"), DEFAULT_TIMEOUT, 1, 300),
+        )
+
+    return {
+        "agentation_list_sessions": list_sessions,
+        "agentation_get_session": get_session,
+        "agentation_get_pending": get_pending,
+        "agentation_get_all_pending": get_all_pending,
+        "agentation_acknowledge": acknowledge,
+        "agentation_resolve": resolve,
+        "agentation_dismiss": dismiss,
+        "agentation_reply": reply,
+        "agentation_watch_annotations": watch,
+    }
+
+
 DEFAULT_MAX_ARGUMENTS = 1024 * 1024
 
 
@@ -290,8 +348,12 @@ async def call_tool(
 def build_mcp_server(
     writer: Writer, hub: Hub, reader: Reader, *, max_arguments: int = DEFAULT_MAX_ARGUMENTS
 ) -> Server[Any]:
-    """A fresh MCP server with the nine tools; one per stdio or HTTP session is fine."""
-    handlers = build_handlers(writer, hub, reader)
+    """A fresh MCP server with the nine tools on the local store; one per stdio or HTTP session is fine."""
+    return mcp_server_for(build_handlers(writer, hub, reader), max_arguments=max_arguments)
+
+
+def mcp_server_for(handlers: Mapping[str, Handler], *, max_arguments: int = DEFAULT_MAX_ARGUMENTS) -> Server[Any]:
+    """A fresh MCP server with the nine tools carried out by `handlers`."""
     tools = [spec.to_tool() for spec in SPECS]
 
     async def on_list_tools(

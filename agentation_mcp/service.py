@@ -32,9 +32,10 @@ from .http_api import HttpApi, HttpOptions
 from .http_server import display_url, serve_http
 from .http_wire import HttpLimits
 from .hub import Hub
-from .mcp_tools import build_http_mcp, build_mcp_server
+from .mcp_tools import build_http_mcp, build_mcp_server, build_remote_handlers, mcp_server_for
 from .models import Event, to_json
 from .reads import Reader
+from .remote import AsyncRemoteClient
 from .stdio import serve_stdio
 from .store import StoreLocation
 from .webhooks import Webhooks
@@ -131,8 +132,26 @@ def _open_store(write_conn: store.Connection, location: StoreLocation, settings:
     log.info("[Store] Using SQLite store (%s)%s", location.path, f", pruned {pruned} old events" if pruned else "")
 
 
+async def _serve_remote(settings: Settings, http_url: str) -> None:
+    """MCP over stdio with the tools carried out on the server at `http_url`: no local store, no HTTP."""
+    remote = AsyncRemoteClient(http_url, settings.api_key)
+    try:
+        async with trio.open_nursery() as front:
+            await front.start(_cancel_on_signal, front.cancel_scope)
+            log.info("[MCP] Agentation MCP server started on stdio (tools on %s)", http_url)
+            gc.freeze()
+            handlers = build_remote_handlers(remote)
+            await serve_stdio(mcp_server_for(handlers, max_arguments=settings.max_body_bytes))
+            front.cancel_scope.cancel()
+    finally:
+        await remote.aclose()
+
+
 async def serve(settings: Settings) -> None:
     """Run the server until stdin closes or a signal arrives."""
+    if settings.http_url is not None:
+        await _serve_remote(settings, settings.http_url)
+        return
     location = StoreLocation.memory() if settings.store_in_memory else StoreLocation(settings.store_path)
     try:
         write_conn = store.open_write_connection(location)

@@ -17,10 +17,11 @@ from typing import Any
 import trio
 
 from . import reads
-from .errors import SessionNotFound
+from .errors import AnnotationNotFound, SessionNotFound
 from .hub import Hub
-from .models import ANNOTATION_CREATED, JsonObject, agent_view
+from .models import ANNOTATION_CREATED, Event, JsonObject, agent_view
 from .reads import Reader
+from .remote import AsyncRemoteClient, RemoteUnavailable
 
 log = logging.getLogger("agentation_mcp")
 DEFAULT_BATCH_WINDOW = 10.0
@@ -105,3 +106,83 @@ async def _gather(
                 collected.append(event.payload["id"])
                 if first_only:
                     return
+
+
+async def watch_remote(
+    remote: AsyncRemoteClient,
+    *,
+    session_id: str | None = None,
+    batch_window: float = DEFAULT_BATCH_WINDOW,
+    timeout: float = DEFAULT_TIMEOUT,
+) -> JsonObject:
+    """`watch_annotations` against another server: its pending annotations, then its SSE stream.
+
+    The stream is open before the pending check, so nothing created between
+    the two is missed; a dropped stream is resumed with `Last-Event-ID`.
+    """
+    if session_id is not None:
+        await remote.get_session(session_id)  # raises SessionNotFound
+    deadline = trio.current_time() + timeout
+    send, receive = trio.open_memory_channel[Event](math.inf)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(_follow_remote, remote, session_id, send)
+        try:
+            pending = await remote.pending(session_id)
+            if pending:
+                return _batch(pending)
+            while True:
+                collected: list[str] = []
+                with trio.move_on_at(deadline):
+                    await _gather_created(receive, collected, first_only=True)
+                if not collected:
+                    return _timed_out(timeout)
+                with trio.move_on_after(batch_window):
+                    await _gather_created(receive, collected, first_only=False)
+                still_pending = []
+                for annotation_id in dict.fromkeys(collected):
+                    try:
+                        annotation = await remote.get_annotation(annotation_id)
+                    except AnnotationNotFound:
+                        continue
+                    if annotation.get("status") == "pending":
+                        still_pending.append(annotation)
+                if still_pending:
+                    return _batch(still_pending)
+                if trio.current_time() >= deadline:
+                    return _timed_out(timeout)
+        finally:
+            nursery.cancel_scope.cancel()
+
+
+async def _follow_remote(
+    remote: AsyncRemoteClient,
+    session_id: str | None,
+    send: trio.MemorySendChannel[Event],
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Feed `send` with the remote events, reconnecting (from the last one seen) when the stream drops.
+
+    Reports started once the first connection is made; raises `RemoteUnavailable` if that one fails.
+    """
+    last_id: str | None = None
+    connected = False
+    while True:
+        try:
+            async with aclosing(remote.events(session_id, last_id, on_open=task_status.started)) as events:
+                connected = True
+                task_status = trio.TASK_STATUS_IGNORED
+                async for event in events:
+                    last_id = str(event.sequence)
+                    send.send_nowait(event)
+        except RemoteUnavailable:
+            if not connected:
+                raise
+        await trio.sleep(1)
+
+
+async def _gather_created(receive: trio.MemoryReceiveChannel[Event], collected: list[str], *, first_only: bool) -> None:
+    async for event in receive:
+        if event.type == ANNOTATION_CREATED:
+            collected.append(event.payload["id"])
+            if first_only:
+                return

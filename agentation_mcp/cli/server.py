@@ -68,7 +68,7 @@ class _Line(logging.LogRecord):
 
 
 SERVER_HELP = """\
-usage: agentation-mcp server [--port PORT] [--host ADDRESS] [--mcp-only] [--api-key KEY]
+usage: agentation-mcp server [--port PORT] [--host ADDRESS] [--mcp-only] [--http-url URL] [--api-key KEY]
 
 Serve the nine MCP tools on stdio (for Claude Code and other MCP clients) and, on
 127.0.0.1:PORT, the toolbar's HTTP API, its SSE streams and the tools over
@@ -80,8 +80,12 @@ options:
   --host ADDRESS    interface to bind (default 127.0.0.1, or AGENTATION_HOST); anything
                     but loopback needs AGENTATION_ACCESS_KEY
   --mcp-only        serve MCP on stdio only, without HTTP
-  --api-key KEY     cloud mode: proxy the toolbar's routes to the cloud API with this key
-                    (or AGENTATION_API_KEY)
+  --http-url URL    with --mcp-only: carry out the tools on the agentation server at URL (its
+                    HTTP API) instead of the local store, e.g. a server on the host seen from a
+                    container
+  --api-key KEY     with --http-url: the access key sent to that server as x-api-key; otherwise
+                    cloud mode: proxy the toolbar's routes to the cloud API with this key (or
+                    AGENTATION_API_KEY)
 
 environment: AGENTATION_STORE=memory, AGENTATION_EVENT_RETENTION_DAYS, AGENTATION_CORS_ORIGINS,
 AGENTATION_ACCESS_KEY, AGENTATION_MAX_BODY_BYTES, AGENTATION_WEBHOOK_URL(S); see the README.
@@ -97,10 +101,6 @@ def run_server(argv: Sequence[str]) -> int:
 
     try:
         settings = parse_server_args(argv)
-        if settings.http_url is not None:
-            raise ConfigError(
-                "--http-url (tools using a remote server's HTTP API) is not available in this version yet."
-            )
     except ConfigError as exc:
         print(f"agentation-mcp server: {exc}", file=sys.stderr)  # noqa: T201
         return 2
