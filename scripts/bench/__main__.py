@@ -12,6 +12,7 @@ from pathlib import Path
 import trio
 
 from . import (
+    cli,
     conflict,
     health,
     mcp_latency,
@@ -31,6 +32,7 @@ WORKLOADS: tuple[Workload, ...] = (
     mcp_latency.WORKLOAD,
     writer.WORKLOAD,
     startup.WORKLOAD,
+    cli.WORKLOAD,
     watch.WORKLOAD,
     health.WORKLOAD,
     write_mix.WORKLOAD,
