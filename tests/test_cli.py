@@ -340,3 +340,18 @@ def test_sigterm_stops_a_server_in_a_terminal_within_a_second(tmp_path: Path) ->
     with _in_a_terminal(tmp_path, "server", "--mcp-only") as (proc, _):
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=1) == 0
+
+
+@pytest.mark.parametrize(
+    "command",
+    ["server", "init", "doctor", "sessions", "pending", "show", "ack", "resolve", "dismiss", "reply", "watch"],
+)
+def test_every_command_has_help(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    try:
+        code = main([command, "--help"])
+    except SystemExit as exit_:  # argparse's own --help
+        code = int(exit_.code or 0)
+    out = capsys.readouterr().out
+    assert code == 0
+    assert out.startswith(f"usage: agentation-mcp {command}")
+    assert command in usage()

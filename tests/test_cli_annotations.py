@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -195,3 +196,35 @@ async def test_watch_prints_each_new_batch_as_one_json_line(tmp_path: Path, wher
     batch = json.loads(line)
     assert (batch["timeout"], batch["count"], batch["sessions"]) == (False, 2, [session["id"]])
     assert [a["id"] for a in batch["annotations"]] == [a["id"] for a in created]
+
+
+async def test_command_line_writes_beside_a_busy_server_are_neither_lost_nor_reordered(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    server = ServerProcess(home)
+    try:
+        await trio.to_thread.run_sync(server.wait_listening)
+        with trio.fail_after(90):
+            session, annotation = await seed(server.url)
+            aid = annotation["id"]
+            async with (
+                stream(f"{server.url}/sessions/{session['id']}/events") as events,
+                httpx2.AsyncClient(base_url=server.url) as http,
+                trio.open_nursery() as nursery,
+            ):
+                for i in range(8):
+                    nursery.start_soon(run, home, "reply", aid, f"from the command line {i}")
+                    body = {"role": "human", "content": f"from the toolbar {i}"}
+                    nursery.start_soon(partial(http.post, f"/annotations/{aid}/thread", json=body))
+                # 16 replies: an annotation.updated and a thread.message each, with consecutive sequences.
+                frames = await events.frames(32)
+        ids = [int(str(f["id"])) for f in frames]
+        assert ids == list(range(ids[0], ids[0] + 32))
+        messages = [f["data"]["payload"]["content"] for f in frames if f["event"] == "thread.message"]
+        async with httpx2.AsyncClient(base_url=server.url) as http:
+            stored = (await http.get(f"/annotations/{aid}")).json()
+        assert [m["content"] for m in stored["thread"]] == messages
+        assert sorted(messages) == sorted(
+            [f"from the command line {i}" for i in range(8)] + [f"from the toolbar {i}" for i in range(8)]
+        )
+    finally:
+        assert await trio.to_thread.run_sync(server.stop) == 0
