@@ -19,6 +19,7 @@ import time
 import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from importlib import metadata
 from pathlib import Path
 
 from .. import __version__
@@ -102,7 +103,15 @@ def _environment() -> list[Check]:
     from .. import store
 
     sqlite = store.sqlite_version()
-    detail = f"agentation-mcp {__version__}, Python {platform.python_version()}, SQLite {sqlite}"
+    packages = []
+    for name in ("mcp", "apsw", "trio", "httptools", "orjson", "httpx2"):
+        try:
+            packages.append(f"{name} {metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            return [
+                Check("environment", FAIL, f"the package {name} is missing", "reinstall: pip install agentation-mcp")
+            ]
+    detail = f"agentation-mcp {__version__}, Python {platform.python_version()}, SQLite {sqlite}, {', '.join(packages)}"
     return [Check("environment", OK, detail)]
 
 
@@ -244,9 +253,12 @@ def _registration() -> list[Check]:
     runnable = bool(program) and (Path(program).is_file() or shutil.which(program) is not None)
     if not runnable:
         return [Check("Claude Code", FAIL, f"registered, but its command {program or '(none)'} cannot run", advice)]
+    status = fields.get("Status", "").strip()
+    if "✗" in status or "Failed" in status:
+        return [Check("Claude Code", FAIL, f"registered as {command}, but Claude Code reports: {status}", advice)]
     ours = server_command()[0]
     note = "" if program == ours else f" (this installation is {ours})"
-    return [Check("Claude Code", OK, f"registered: {command}{note}")]
+    return [Check("Claude Code", OK, f"registered: {command}{note}" + (f"; {status}" if status else ""))]
 
 
 def _toolbar() -> list[Check]:
