@@ -102,6 +102,13 @@ DEFAULT_RETENTION_DAYS = 7
 DEFAULT_MAX_BODY = 1024 * 1024
 
 
+def display_url(host: str, port: int) -> str:
+    shown = "localhost" if host in ("127.0.0.1", "::1", "localhost") else host
+    if ":" in shown and not shown.startswith("["):
+        shown = f"[{shown}]"
+    return f"http://{shown}:{port}"
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Everything `agentation-mcp server` needs to run."""

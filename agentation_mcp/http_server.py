@@ -16,6 +16,7 @@ from functools import partial
 
 import trio
 
+from .config import display_url
 from .http_wire import Handler, HttpLimits, serve_connection
 
 log = logging.getLogger("agentation_mcp")
@@ -25,13 +26,6 @@ _BUSY = (
     b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nconnection: close\r\n"
     b'content-length: 44\r\n\r\n{"error":"Too many connections; retry soon"}'
 )
-
-
-def display_url(host: str, port: int) -> str:
-    shown = "localhost" if host in ("127.0.0.1", "::1", "localhost") else host
-    if ":" in shown and not shown.startswith("["):
-        shown = f"[{shown}]"
-    return f"http://{shown}:{port}"
 
 
 def bind_socket(host: str, port: int) -> socket.socket:

@@ -12,13 +12,11 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import mcp_types as types
 from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel.server import Server
-from mcp.server.streamable_http_manager import StreamableHTTPASGIApp, StreamableHTTPSessionManager
-from mcp.server.transport_security import TransportSecuritySettings
 
 from . import __version__, operations, reads
 from .commands import Command, check_text
@@ -26,9 +24,11 @@ from .errors import AgentationError, AnnotationNotFound, InvalidInput
 from .hub import Hub
 from .models import JsonObject, agent_view, json_bytes, printable, session_summary, to_json
 from .reads import Reader
-from .remote import AsyncRemoteClient
 from .watch import DEFAULT_BATCH_WINDOW, DEFAULT_TIMEOUT, clamp, watch_annotations, watch_remote
 from .writer import Writer
+
+if TYPE_CHECKING:
+    from .remote import AsyncRemoteClient
 
 Handler = Callable[[Mapping[str, Any]], Awaitable[JsonObject]]
 
@@ -365,26 +365,3 @@ def mcp_server_for(handlers: Mapping[str, Handler], *, max_arguments: int = DEFA
         return await call_tool(handlers, params.name, params.arguments, max_bytes=max_arguments)
 
     return Server("agentation", version=__version__, on_list_tools=on_list_tools, on_call_tool=on_call_tool)
-
-
-def build_http_mcp(
-    writer: Writer,
-    hub: Hub,
-    reader: Reader,
-    *,
-    idle_timeout: float = 30 * 60,
-    max_arguments: int = DEFAULT_MAX_ARGUMENTS,
-) -> tuple[StreamableHTTPASGIApp, StreamableHTTPSessionManager]:
-    """The `/mcp` endpoint: the same tools over Streamable HTTP.
-
-    Returns the ASGI app and its session manager, whose `run()` must be
-    entered in the server's nursery. Host and Origin are checked by the HTTP
-    API before a request gets here; sessions idle for `idle_timeout` seconds
-    are closed.
-    """
-    manager = StreamableHTTPSessionManager(
-        app=build_mcp_server(writer, hub, reader, max_arguments=max_arguments),
-        security_settings=TransportSecuritySettings(enable_dns_rebinding_protection=False),
-        session_idle_timeout=idle_timeout,
-    )
-    return StreamableHTTPASGIApp(manager), manager

@@ -14,31 +14,23 @@ closed.
 from __future__ import annotations
 
 import gc
+import importlib
 import logging
 import signal
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
-import httpx2
 import trio
 
 from . import reads, schema, store, transactions
-from .access import AccessPolicy
-from .asgi import Mount
-from .cloud import CloudProxy
-from .config import Settings
-from .http_api import HttpApi, HttpOptions
-from .http_server import display_url, serve_http
-from .http_wire import HttpLimits
+from .config import Settings, display_url
 from .hub import Hub
-from .mcp_tools import build_http_mcp, build_mcp_server, build_remote_handlers, mcp_server_for
+from .mcp_tools import build_mcp_server, build_remote_handlers, mcp_server_for
 from .models import Event, to_json
 from .reads import Reader
-from .remote import AsyncRemoteClient
 from .stdio import serve_stdio
 from .store import StoreLocation
-from .webhooks import Webhooks
 from .writer import Writer, run_writer
 
 log = logging.getLogger("agentation_mcp")
@@ -85,34 +77,9 @@ async def _log_events(hub: Hub, path: Path, task_status: trio.TaskStatus[None] =
 
 
 async def _run_http(settings: Settings, writer: Writer, hub: Hub, reader: Reader) -> None:
-    """The toolbar's HTTP API, SSE and `/mcp` on one port (or waiting for it)."""
-    policy = AccessPolicy(
-        bind_host=settings.bind_host,
-        any_origin=settings.cors_any,
-        extra_origins=settings.cors_origins,
-        access_key=settings.access_key,
-    )
-    mcp_app, manager = build_http_mcp(
-        writer, hub, reader, idle_timeout=settings.mcp_idle_seconds, max_arguments=settings.max_body_bytes
-    )
-    suffix = (" (cloud mode)" if settings.api_key else "") + (" (remote access enabled)" if policy.remote else "")
-    async with (
-        Webhooks.open(settings.webhooks) as webhooks,
-        httpx2.AsyncClient(timeout=httpx2.Timeout(None, connect=10)) as cloud_client,
-        manager.run(),
-    ):
-        options = HttpOptions(
-            policy=policy,
-            max_body=settings.max_body_bytes,
-            mcp=Mount(mcp_app, json_rpc=True),
-            webhook_count=len(webhooks.urls),
-            fire_webhooks=webhooks.fire,
-        )
-        if settings.api_key is not None:
-            options.cloud = Mount(CloudProxy(cloud_client, settings.cloud_url, settings.api_key))
-        api = HttpApi(writer, hub, reader, options)
-        limits = HttpLimits(max_body=settings.max_body_bytes)
-        await serve_http(api, settings.bind_host, settings.port, limits=limits, suffix=suffix)
+    """Import the HTTP side on a worker thread, so stdio answers meanwhile, then serve it."""
+    http_service = await trio.to_thread.run_sync(importlib.import_module, f"{__package__}.http_service")
+    await http_service.run_http(settings, writer, hub, reader)
 
 
 def _raise_unusable(exc: Exception, location: StoreLocation) -> None:
@@ -134,6 +101,8 @@ def _open_store(write_conn: store.Connection, location: StoreLocation, settings:
 
 async def _serve_remote(settings: Settings, http_url: str) -> None:
     """MCP over stdio with the tools carried out on the server at `http_url`: no local store, no HTTP."""
+    from .remote import AsyncRemoteClient
+
     remote = AsyncRemoteClient(http_url, settings.api_key)
     try:
         async with trio.open_nursery() as front:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import math
 from contextlib import aclosing
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -21,7 +21,9 @@ from .errors import AnnotationNotFound, SessionNotFound
 from .hub import Hub
 from .models import ANNOTATION_CREATED, Event, JsonObject, agent_view
 from .reads import Reader
-from .remote import AsyncRemoteClient, RemoteUnavailable
+
+if TYPE_CHECKING:
+    from .remote import AsyncRemoteClient
 
 log = logging.getLogger("agentation_mcp")
 DEFAULT_BATCH_WINDOW = 10.0
@@ -164,6 +166,8 @@ async def _follow_remote(
 
     Reports started once the first connection is made; raises `RemoteUnavailable` if that one fails.
     """
+    from .remote import RemoteUnavailable
+
     last_id: str | None = None
     connected = False
     while True:

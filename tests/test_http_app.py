@@ -18,8 +18,8 @@ from agentation_mcp.access import AccessPolicy
 from agentation_mcp.asgi import Mount
 from agentation_mcp.commands import CreateSession
 from agentation_mcp.http_api import HttpApi, HttpOptions
+from agentation_mcp.http_service import build_http_mcp
 from agentation_mcp.http_wire import HttpLimits, serve_connection
-from agentation_mcp.mcp_tools import build_http_mcp
 from agentation_mcp.sse import url_host
 
 from .conftest import Store, running_writer

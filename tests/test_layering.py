@@ -31,7 +31,7 @@ ALLOWED: dict[str, set[str]] = {
     "mcp_tools": {"commands", "errors", "hub", "models", "operations", "reads", "remote", "watch", "writer"},
     "stdio": {"commands", "errors"},
     "http_wire": set(),
-    "http_server": {"http_wire"},
+    "http_server": {"config", "http_wire"},
     "asgi": {"http_wire"},
     "http_gate": {"access", "http_wire", "models"},
     "http_routes": {"commands", "errors", "http_wire", "models", "reads", "sse_streams", "writer"},
@@ -52,10 +52,22 @@ ALLOWED: dict[str, set[str]] = {
     },
     "webhooks": {"config", "models"},
     "cloud": {"asgi", "config", "models"},
-    "service": {
-        "cloud",
-        "webhooks",
+    "http_service": {
         "access",
+        "asgi",
+        "cloud",
+        "config",
+        "http_api",
+        "http_server",
+        "http_wire",
+        "hub",
+        "mcp_tools",
+        "reads",
+        "webhooks",
+        "writer",
+    },
+    "service": {
+        "http_service",
         "config",
         "schema",
         "store",
@@ -91,11 +103,11 @@ ALLOWED: dict[str, set[str]] = {
 }
 ONLY = {
     "apsw": {"schema", "store", "faults", "reads", "changes", "transactions"},
-    "mcp": {"mcp_tools", "stdio"},
+    "mcp": {"mcp_tools", "stdio", "http_service"},
     "mcp_types": {"mcp_tools", "stdio"},
     "httptools": {"http_wire"},
     "hypercorn": set(),
-    "httpx2": {"webhooks", "cloud", "service", "remote", "cli"},
+    "httpx2": {"webhooks", "cloud", "http_service", "remote", "cli"},
     "starlette": set(),
 }
 
