@@ -64,6 +64,14 @@ _KINDS = (
     "resized); placement and rearrange annotations carry their layout data."
 )
 _SOURCE = "When `sourceFile` is present it names the file and line that rendered the element: start there."
+DEFAULT_LIMIT = 1000
+MAX_LIMIT = 100_000
+_LIMIT = (
+    f"Optional: return at most this many (default {DEFAULT_LIMIT}, up to {MAX_LIMIT}); when there are more, "
+    "the result's `more` says how many were left out"
+)
+# Above this size a result goes out as text only: one copy of the data, not two.
+STRUCTURED_MAX_BYTES = 256 * 1024
 
 SPECS: tuple[ToolSpec, ...] = (
     ToolSpec("agentation_list_sessions", "List every annotation session (one per annotated page).", {}, (), _READ),
@@ -78,7 +86,10 @@ SPECS: tuple[ToolSpec, ...] = (
         "agentation_get_pending",
         f"Get the annotations of one session that are still pending (nobody has acknowledged, resolved or "
         f"dismissed them yet). {_KINDS} {_SOURCE}",
-        {"sessionId": ("string", "Id of the session whose pending annotations to list")},
+        {
+            "sessionId": ("string", "Id of the session whose pending annotations to list"),
+            "limit": ("number", _LIMIT),
+        },
         ("sessionId",),
         _READ,
     ),
@@ -86,7 +97,7 @@ SPECS: tuple[ToolSpec, ...] = (
         "agentation_get_all_pending",
         f"Get the pending annotations of all sessions at once, feedback, placements and rearrangements alike. "
         f"{_KINDS} {_SOURCE}",
-        {},
+        {"limit": ("number", _LIMIT)},
         (),
         _READ,
     ),
@@ -187,9 +198,27 @@ def argument_issues(spec: ToolSpec, arguments: Mapping[str, Any]) -> list[JsonOb
 
 
 def _text_result(data: JsonObject) -> types.CallToolResult:
-    return types.CallToolResult(
-        content=[types.TextContent(type="text", text=to_json(data, indent=2))], structured_content=data
-    )
+    text = to_json(data, indent=2)
+    structured = data if len(text) <= STRUCTURED_MAX_BYTES else None
+    return types.CallToolResult(content=[types.TextContent(type="text", text=text)], structured_content=structured)
+
+
+def _limit(args: Mapping[str, Any]) -> int:
+    """The `limit` argument, checked; raises `InvalidInput`."""
+    value = args.get("limit")
+    if value is None:
+        return DEFAULT_LIMIT
+    if not (isinstance(value, int) or (isinstance(value, float) and value.is_integer())) or not 1 <= value <= MAX_LIMIT:
+        raise InvalidInput("limit", f"limit must be a whole number from 1 to {MAX_LIMIT}.")
+    return int(value)
+
+
+def pending_result(page: reads.Page) -> JsonObject:
+    """The pending tools' result: `more` only when some were left out, so it is unchanged for everyone else."""
+    out: JsonObject = {"count": len(page.annotations), "annotations": [agent_view(a) for a in page.annotations]}
+    if page.more:
+        out["more"] = page.more
+    return out
 
 
 def _error_result(text: str) -> types.CallToolResult:
@@ -206,12 +235,10 @@ def build_handlers(writer: Writer, hub: Hub, reader: Reader) -> dict[str, Handle
         return reads.get_session(reader, args["sessionId"])
 
     async def get_pending(args: Mapping[str, Any]) -> JsonObject:
-        pending = reads.pending_annotations(reader, args["sessionId"])
-        return {"count": len(pending), "annotations": [agent_view(a) for a in pending]}
+        return pending_result(reads.pending_page(reader, args["sessionId"], _limit(args)))
 
     async def get_all_pending(args: Mapping[str, Any]) -> JsonObject:
-        pending = reads.pending_annotations(reader, None)
-        return {"count": len(pending), "annotations": [agent_view(a) for a in pending]}
+        return pending_result(reads.pending_page(reader, None, _limit(args)))
 
     async def carry_out(operation: tuple[Command, JsonObject]) -> JsonObject:
         command, result = operation
@@ -269,12 +296,14 @@ def build_remote_handlers(remote: AsyncRemoteClient) -> dict[str, Handler]:
         return await remote.get_session(args["sessionId"])
 
     async def get_pending(args: Mapping[str, Any]) -> JsonObject:
+        limit = _limit(args)
         pending = await remote.pending(args["sessionId"])
-        return {"count": len(pending), "annotations": [agent_view(a) for a in pending]}
+        return pending_result(reads.Page(pending[:limit], max(len(pending) - limit, 0)))
 
     async def get_all_pending(args: Mapping[str, Any]) -> JsonObject:
+        limit = _limit(args)
         pending = await remote.pending(None)
-        return {"count": len(pending), "annotations": [agent_view(a) for a in pending]}
+        return pending_result(reads.Page(pending[:limit], max(len(pending) - limit, 0)))
 
     async def acknowledge(args: Mapping[str, Any]) -> JsonObject:
         return await carry_out(operations.acknowledge(args["annotationId"]))

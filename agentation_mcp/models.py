@@ -181,6 +181,11 @@ def to_json(value: Any, *, indent: int | None = None) -> str:
             return orjson.dumps(value).decode()
         except TypeError:
             return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    if indent == 2:
+        try:
+            return orjson.dumps(value, option=orjson.OPT_INDENT_2).decode()
+        except TypeError:
+            pass
     return json.dumps(value, ensure_ascii=False, indent=indent)
 
 

@@ -130,18 +130,46 @@ def annotations_by_id(src: Reader, annotation_ids: Iterable[str]) -> dict[str, J
     return {annotation["id"]: annotation for annotation in found}
 
 
+_PENDING_OF_SESSION = "SELECT * FROM annotations WHERE session_id = ? AND status = 'pending' ORDER BY timestamp, rowid"
+_PENDING = (
+    "SELECT a.* FROM annotations AS a JOIN sessions AS s ON s.id = a.session_id "
+    "WHERE a.status = 'pending' "
+    "ORDER BY s.created_at DESC, s.rowid DESC, a.timestamp, a.rowid"
+)
+
+
 @mapped
 def pending_annotations(src: Reader, session_id: str | None = None) -> list[JsonObject]:
     """Pending annotations: of one session, or of all (sessions newest first), each by timestamp."""
     if session_id is not None:
-        sql = "SELECT * FROM annotations WHERE session_id = ? AND status = 'pending' ORDER BY timestamp, rowid"
-        return _annotations(src, sql, (session_id,))
-    sql = (
-        "SELECT a.* FROM annotations AS a JOIN sessions AS s ON s.id = a.session_id "
-        "WHERE a.status = 'pending' "
-        "ORDER BY s.created_at DESC, s.rowid DESC, a.timestamp, a.rowid"
-    )
-    return _annotations(src, sql)
+        return _annotations(src, _PENDING_OF_SESSION, (session_id,))
+    return _annotations(src, _PENDING)
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """The first annotations of a list, and how many more there are."""
+
+    annotations: list[JsonObject]
+    more: int
+
+
+@mapped
+def pending_page(src: Reader, session_id: str | None, limit: int) -> Page:
+    """`pending_annotations`, at most `limit` of them, with the count of those left out."""
+    if session_id is not None:
+        found = _annotations(src, f"{_PENDING_OF_SESSION} LIMIT ?", (session_id, limit))
+        total_sql, params = "SELECT COUNT(*) FROM annotations WHERE session_id = ? AND status = 'pending'", [session_id]
+    else:
+        found = _annotations(src, f"{_PENDING} LIMIT ?", (limit,))
+        total_sql = (
+            "SELECT COUNT(*) FROM annotations AS a JOIN sessions AS s ON s.id = a.session_id WHERE a.status = 'pending'"
+        )
+        params = []
+    if len(found) < limit:
+        return Page(found, 0)
+    total = src.conn.execute(total_sql, params).get
+    return Page(found, max(int(total) - len(found), 0) if isinstance(total, int) else 0)
 
 
 def _event_from_row(row: Mapping[str, Any]) -> Event:

@@ -138,7 +138,21 @@ def _index_pending(conn: apsw.Connection) -> None:
     conn.execute("CREATE INDEX IF NOT EXISTS idx_annotations_status ON annotations(status, session_id)")
 
 
-MIGRATIONS: tuple[Callable[[apsw.Connection], None], ...] = (_adopt_reference_schema, _index_pending)
+def _index_reads(conn: apsw.Connection) -> None:
+    """Version 2 -> 3: every per-request query reads in index order, whatever the store's size.
+
+    A session's annotations and its pending ones come sorted by timestamp,
+    sessions newest first, and pruning finds old events without a scan.
+    """
+    conn.execute(
+        "CREATE INDEX IF NOT EXISTS idx_annotations_session_time ON annotations(session_id, timestamp);"
+        "CREATE INDEX IF NOT EXISTS idx_annotations_session_status_time ON annotations(session_id, status, timestamp);"
+        "CREATE INDEX IF NOT EXISTS idx_sessions_created ON sessions(created_at);"
+        "CREATE INDEX IF NOT EXISTS idx_events_timestamp ON events(timestamp);"
+    )
+
+
+MIGRATIONS: tuple[Callable[[apsw.Connection], None], ...] = (_adopt_reference_schema, _index_pending, _index_reads)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -15,7 +15,7 @@ from mcp.client import Client
 
 from agentation_mcp import reads
 from agentation_mcp.commands import CreateAnnotation, CreateSession
-from agentation_mcp.mcp_tools import build_handlers, build_mcp_server, call_tool
+from agentation_mcp.mcp_tools import STRUCTURED_MAX_BYTES, build_handlers, build_mcp_server, call_tool
 
 from .conftest import (
     ANNOTATION,
@@ -46,6 +46,9 @@ EXPECTED_SCHEMAS = {
 }
 
 
+LIMITED = {"agentation_get_pending", "agentation_get_all_pending"}
+
+
 async def test_tools_list_matches_the_reference_schemas(tmp_path: Path) -> None:
     with trio.fail_after(30):
         async with mcp_client(tmp_path) as client:
@@ -54,7 +57,10 @@ async def test_tools_list_matches_the_reference_schemas(tmp_path: Path) -> None:
     for tool in tools:
         properties, required = EXPECTED_SCHEMAS[tool.name]
         assert tool.input_schema["type"] == "object"
-        assert {k: v["type"] for k, v in tool.input_schema["properties"].items()} == properties
+        ours = {k: v["type"] for k, v in tool.input_schema["properties"].items()}
+        # The reference's arguments, with their names, types and required list; ours adds only optional ones.
+        assert {k: ours[k] for k in properties} == properties
+        assert set(ours) - set(properties) == ({"limit"} if tool.name in LIMITED else set())
         assert tool.input_schema["required"] == required
         assert all(v["description"] for v in tool.input_schema["properties"].values())
         assert tool.description
@@ -355,3 +361,52 @@ async def test_no_arguments_make_a_tool_fail_inside_or_change_what_a_refusal_sho
             if result.is_error:
                 assert text
                 assert _snapshot(opened) == before, "a refused call changed the store"
+
+
+async def test_the_pending_tools_take_a_limit_and_say_how_many_more_there_are(opened: Store) -> None:
+    hub = opened.hub()
+    async with running_writer(opened, hub) as writer:
+        handlers = build_handlers(writer, hub, opened.reader)
+        session = await writer.submit(CreateSession(url="http://localhost:3000/"))
+        created = [
+            await writer.submit(CreateAnnotation.from_body(session["id"], {**ANNOTATION, "timestamp": 1000 + i}))
+            for i in range(5)
+        ]
+        ids = [a["id"] for a in created]
+        for name, base in (
+            ("agentation_get_pending", {"sessionId": session["id"]}),
+            ("agentation_get_all_pending", {}),
+        ):
+            everything = tool_json(await call_tool(handlers, name, base))
+            assert [a["id"] for a in everything["annotations"]] == ids
+            assert "more" not in everything, "without a limit in play the result is what it always was"
+            page = tool_json(await call_tool(handlers, name, {**base, "limit": 2}))
+            assert ([a["id"] for a in page["annotations"]], page["count"], page["more"]) == (ids[:2], 2, 3)
+            exact = tool_json(await call_tool(handlers, name, {**base, "limit": 5.0}))
+            assert (exact["count"], "more" in exact) == (5, False)
+            for bad in (0, -1, 2.5, 100_001):
+                refused = await call_tool(handlers, name, {**base, "limit": bad})
+                assert refused.is_error
+                assert tool_text(refused) == "limit must be a whole number from 1 to 100000."
+            wrong_type = await call_tool(handlers, name, {**base, "limit": "2"})
+            assert wrong_type.is_error
+            assert '"expected": "number"' in tool_text(wrong_type)
+
+
+async def test_a_large_result_goes_out_once_as_text_and_a_small_one_also_as_structured_content(
+    opened: Store,
+) -> None:
+    hub = opened.hub()
+    async with running_writer(opened, hub) as writer:
+        handlers = build_handlers(writer, hub, opened.reader)
+        session = await writer.submit(CreateSession(url="http://localhost:3000/"))
+        await writer.submit(CreateAnnotation.from_body(session["id"], ANNOTATION))
+        small = await call_tool(handlers, "agentation_get_all_pending", {})
+        assert small.structured_content == json.loads(tool_text(small))
+        for i in range(300):
+            body = {**ANNOTATION, "comment": f"{i} " + "x" * 1000}
+            await writer.submit(CreateAnnotation.from_body(session["id"], body))
+        large = await call_tool(handlers, "agentation_get_all_pending", {})
+        assert len(tool_text(large)) > STRUCTURED_MAX_BYTES
+        assert large.structured_content is None
+        assert json.loads(tool_text(large))["count"] == 301

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any
 
 import apsw
 import pytest
 
-from agentation_mcp import schema, store
+from agentation_mcp import reads, schema, store
+from agentation_mcp.commands import CreateAnnotation, CreateSession
 from agentation_mcp.errors import SchemaTooNew
 from agentation_mcp.store import StoreLocation
 
-from .conftest import FIXTURES
+from .conftest import ANNOTATION, FIXTURES, Store, commit
 
 REFERENCE_ANNOTATION_COLUMNS = [
     "id", "session_id", "x", "y", "comment", "element", "element_path", "timestamp", "selected_text",
@@ -69,7 +71,8 @@ def test_a_store_from_a_newer_version_is_refused_untouched(tmp_path: Path) -> No
     conn = store.open_write_connection(StoreLocation(tmp_path / "s.db"))
     schema.migrate(conn)
     conn.execute(f"PRAGMA user_version = {schema.SCHEMA_VERSION + 1}")
-    with pytest.raises(SchemaTooNew, match=r"schema version 3.*up to 2"):
+    newer, ours = schema.SCHEMA_VERSION + 1, schema.SCHEMA_VERSION
+    with pytest.raises(SchemaTooNew, match=rf"schema version {newer}.*up to {ours}"):
         schema.migrate(conn)
     assert schema.schema_version(conn) == schema.SCHEMA_VERSION + 1
 
@@ -108,3 +111,64 @@ def test_the_reference_fixture_migrates_and_keeps_every_row(tmp_path: Path) -> N
     assert schema.migrate(conn) == 0
     assert {t: conn.execute(f"SELECT COUNT(*) FROM {t}").get for t in counts} == counts
     assert conn.execute("PRAGMA integrity_check").get == "ok"
+
+
+READ_INDEXES = {
+    "idx_annotations_status",
+    "idx_annotations_session_time",
+    "idx_annotations_session_status_time",
+    "idx_sessions_created",
+    "idx_events_timestamp",
+}
+
+
+def test_the_index_migration_on_a_reference_written_store_keeps_every_row_unchanged(tmp_path: Path) -> None:
+    path = tmp_path / "ref.db"
+    shutil.copy(FIXTURES / "reference-1.3.2.db", path)
+    raw = apsw.Connection(str(path))
+    tables = ("sessions", "annotations", "events", "event_sequence")
+    before = {t: list(raw.execute(f"SELECT * FROM {t} ORDER BY rowid")) for t in tables}
+    had = {r[0] for r in raw.execute("SELECT name FROM sqlite_schema WHERE type = 'index'")}
+    raw.close()
+    assert not READ_INDEXES & had
+    conn = store.open_write_connection(StoreLocation(path))
+    schema.migrate(conn)
+    assert schema.schema_version(conn) == schema.SCHEMA_VERSION == 3
+    indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_schema WHERE type = 'index'")}
+    assert indexes >= READ_INDEXES
+    assert {t: list(conn.execute(f"SELECT * FROM {t} ORDER BY rowid")) for t in tables} == before
+    assert conn.execute("PRAGMA integrity_check").get == "ok"
+
+
+def test_every_query_a_request_or_tool_call_runs_reads_through_an_index(opened: Store) -> None:
+    """The real statements of each read, captured as they run, planned by SQLite: no table is scanned."""
+    [(session, _)] = commit(opened.conn, CreateSession(url="http://localhost:3000/"))
+    [(annotation, _)] = commit(opened.conn, CreateAnnotation.from_body(session["id"], ANNOTATION))
+    ran: list[tuple[str, Any]] = []
+
+    def record(cursor: apsw.Cursor, sql: str, bindings: Any) -> bool:
+        ran.append((sql, bindings))
+        return True
+
+    reader = opened.reader
+    reader.conn.exec_trace = record
+    reads.list_sessions(reader)
+    reads.get_session(reader, session["id"])
+    reads.get_annotation(reader, annotation["id"])
+    reads.annotations_by_id(reader, [annotation["id"]])
+    reads.pending_annotations(reader, session["id"])
+    reads.pending_annotations(reader, None)
+    reads.pending_page(reader, session["id"], 1)
+    reads.pending_page(reader, None, 1)
+    reads.events_after(reader, 0)
+    reads.events_after(reader, 0, session_id=session["id"])
+    reads.event_rows_after(reader, 0)
+    reads.last_sequence(reader)
+    reader.conn.exec_trace = None
+    assert len(ran) >= 12
+    for sql, bindings in ran:
+        plan = [str(row[3]) for row in reader.conn.execute(f"EXPLAIN QUERY PLAN {sql}", bindings or ())]
+        scans = [
+            step for step in plan if step.startswith("SCAN") and "USING" not in step and step != "SCAN CONSTANT ROW"
+        ]
+        assert not scans, (sql, plan)
