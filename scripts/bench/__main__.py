@@ -15,6 +15,7 @@ from . import (
     cli,
     conflict,
     health,
+    large_store,
     mcp_latency,
     read_mix,
     replay,
@@ -41,6 +42,7 @@ WORKLOADS: tuple[Workload, ...] = (
     sse_fanout.WORKLOAD,
     two_process.WORKLOAD,
     replay.WORKLOAD,
+    large_store.WORKLOAD,
 )
 
 
