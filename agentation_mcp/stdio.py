@@ -26,6 +26,7 @@ from typing import Any, cast
 
 import anyio
 import mcp_types as types
+import orjson
 import trio
 from mcp.server.lowlevel.server import Server
 from mcp.server.stdio import stdio_server
@@ -90,6 +91,9 @@ class ClientLines:
         async for line in self._lines:
             if not line.strip():
                 continue
+            if _plainly_a_message(line):
+                yield line
+                continue
             try:
                 types.jsonrpc_message_adapter.validate_json(line, by_name=False)
             except ValueError:
@@ -105,6 +109,27 @@ class ClientLines:
                 await self._outbox.send(SessionMessage(refusal))
             except (anyio.ClosedResourceError, anyio.BrokenResourceError):
                 return
+
+
+_REQUEST_KEYS = frozenset(("jsonrpc", "id", "method", "params"))
+
+
+def _plainly_a_message(line: str) -> bool:
+    """A cheap check that passes the common case, a well-formed request or notification, without a second
+    full validation (the SDK validates every line itself); anything else gets the full check."""
+    try:
+        message = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return False
+    if not isinstance(message, dict) or message.get("jsonrpc") != "2.0" or not message.keys() <= _REQUEST_KEYS:
+        return False
+    request_id = message.get("id", "")
+    params = message.get("params")
+    return (
+        isinstance(message.get("method"), str)
+        and (isinstance(request_id, str) or (isinstance(request_id, int) and not isinstance(request_id, bool)))
+        and (params is None or isinstance(params, dict))
+    )
 
 
 def refusal_for(line: str) -> types.JSONRPCError:
@@ -176,6 +201,19 @@ class _ThreadLines:
             yield pending
 
 
+class _FdWriter:
+    """The SDK's stdout, written with trio's non-blocking fd stream instead of a thread hop per write."""
+
+    def __init__(self, fd: int) -> None:
+        self._stream = trio.lowlevel.FdStream(fd)
+
+    async def write(self, text: str) -> None:
+        await self._stream.send_all(text.encode("utf-8"))
+
+    async def flush(self) -> None:
+        """Nothing to do: every write is already on the pipe."""
+
+
 def _stdin_lines() -> AsyncIterable[str]:
     return _FdLines(0) if _pollable(0) else _ThreadLines(0)
 
@@ -183,6 +221,20 @@ def _stdin_lines() -> AsyncIterable[str]:
 async def serve_stdio(server: Server[Any]) -> None:
     """Serve one MCP session on this process's stdin/stdout until stdin closes."""
     lines = ClientLines(_stdin_lines())
-    async with stdio_server(stdin=cast(anyio.AsyncFile[str], lines)) as (read_stream, write_stream):
-        lines.answer_through(write_stream)
-        await server.run(read_stream, write_stream, server.create_initialization_options())
+    stdout: _FdWriter | None = None
+    wire = -1
+    if _pollable(1):
+        # The wire gets a private copy of fd 1, and fd 1 itself goes to stderr, so that nothing else this
+        # process prints can reach the protocol stream (what the SDK does for the stdout it opens itself).
+        wire = os.dup(1)
+        os.dup2(2, 1)
+        stdout = _FdWriter(wire)
+    try:
+        async with stdio_server(
+            stdin=cast(anyio.AsyncFile[str], lines), stdout=cast(anyio.AsyncFile[str] | None, stdout)
+        ) as (read_stream, write_stream):
+            lines.answer_through(write_stream)
+            await server.run(read_stream, write_stream, server.create_initialization_options())
+    finally:
+        if wire >= 0:
+            os.dup2(wire, 1)
