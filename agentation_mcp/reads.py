@@ -72,9 +72,11 @@ def _annotations(src: Reader, sql: str, params: Sequence[Any] = ()) -> list[Json
     except apsw.ExecutionCompleteError:
         return []
     cache = src.cache
-    if cache is None:
-        return [annotation_from_row(dict(zip(names, row, strict=True))) for row in cursor]
-    return [cache.build(names, row) for row in cursor]
+    rows = cursor.fetchall()
+    if cache is None or len(rows) > cache.size:
+        # More rows than the cache holds would only churn it: build them directly.
+        return [annotation_from_row(dict(zip(names, row, strict=True))) for row in rows]
+    return [cache.build(names, row) for row in rows]
 
 
 @mapped
