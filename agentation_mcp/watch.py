@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from . import reads
-from .errors import AnnotationNotFound, SessionNotFound
+from .errors import AgentationError, AnnotationNotFound, SessionNotFound
 from .hub import Hub
 from .models import ANNOTATION_CREATED, Event, JsonObject, agent_view
 from .reads import Reader
@@ -124,6 +124,26 @@ async def watch_remote(
     """
     if session_id is not None:
         await remote.get_session(session_id)  # raises SessionNotFound
+    try:
+        return await _watch_remote(remote, session_id, batch_window, timeout)
+    except BaseExceptionGroup as group:
+        # The stream task's error (the server is down) is the caller's answer, not a crash.
+        fault = next((exc for exc in _leaves(group) if isinstance(exc, AgentationError)), None)
+        if fault is None:
+            raise
+        raise fault from None
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    found: list[BaseException] = []
+    for exc in group.exceptions:
+        found += _leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc]
+    return found
+
+
+async def _watch_remote(
+    remote: AsyncRemoteClient, session_id: str | None, batch_window: float, timeout: float
+) -> JsonObject:
     deadline = trio.current_time() + timeout
     send, receive = trio.open_memory_channel[Event](math.inf)
     async with trio.open_nursery() as nursery:
@@ -169,18 +189,24 @@ async def _follow_remote(
     from .remote import RemoteUnavailable
 
     last_id: str | None = None
-    connected = False
+    opened = False
+
+    def on_open() -> None:
+        nonlocal opened, task_status
+        if not opened:
+            opened = True
+            task_status.started()
+            task_status = trio.TASK_STATUS_IGNORED
+
     while True:
         try:
-            async with aclosing(remote.events(session_id, last_id, on_open=task_status.started)) as events:
-                connected = True
-                task_status = trio.TASK_STATUS_IGNORED
+            async with aclosing(remote.events(session_id, last_id, on_open=on_open)) as events:
                 async for event in events:
                     last_id = str(event.sequence)
                     send.send_nowait(event)
         except RemoteUnavailable:
-            if not connected:
-                raise
+            if not opened:
+                raise  # the first connection failed: the caller hears of it now
         await trio.sleep(1)
 
 

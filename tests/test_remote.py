@@ -119,9 +119,14 @@ async def test_a_wrong_key_and_a_server_that_goes_away_and_comes_back(tmp_path: 
             async with mcp_client(tmp_path / "b", "--mcp-only", "--http-url", server.url, "--api-key", KEY) as remote:
                 assert tool_json(await remote.call_tool("agentation_list_sessions", {})) == {"sessions": []}
                 assert await trio.to_thread.run_sync(server.stop) == 0
-                down = await remote.call_tool("agentation_get_all_pending", {})
-                assert down.is_error
-                assert tool_text(down).startswith(f"Cannot reach the agentation server at {server.url}")
+                calls: list[tuple[str, dict[str, Any]]] = [
+                    ("agentation_get_all_pending", {}),
+                    ("agentation_watch_annotations", {}),
+                ]
+                for name, args in calls:
+                    down = await remote.call_tool(name, args)
+                    assert down.is_error, name
+                    assert tool_text(down).startswith(f"Cannot reach the agentation server at {server.url}"), name
                 server = ServerProcess(home, port=server.port, env={"AGENTATION_ACCESS_KEY": KEY})
                 await trio.to_thread.run_sync(server.wait_listening)
                 back = tool_json(await remote.call_tool("agentation_get_all_pending", {}))
