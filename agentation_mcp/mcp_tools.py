@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import mcp_types as types
 from mcp.server.context import ServerRequestContext
@@ -225,85 +225,99 @@ def _error_result(text: str) -> types.CallToolResult:
     return types.CallToolResult(content=[types.TextContent(type="text", text=printable(text))], is_error=True)
 
 
-def build_handlers(writer: Writer, hub: Hub, reader: Reader) -> dict[str, Handler]:
-    """The tools' behaviour, keyed by name; arguments are already type-checked."""
+class ToolBackend(Protocol):
+    """Where the tools read and write: the local store, or another server (remote mode)."""
 
-    async def list_sessions(args: Mapping[str, Any]) -> JsonObject:
-        return {"sessions": [session_summary(s) for s in reads.list_sessions(reader)]}
+    async def list_sessions(self) -> list[JsonObject]: ...
+    async def get_session(self, session_id: str) -> JsonObject: ...
+    async def pending(self, session_id: str | None, limit: int) -> reads.Page: ...
+    async def get_annotation(self, annotation_id: str) -> JsonObject: ...
+    async def submit(self, command: Command) -> None: ...
+    async def watch(self, session_id: str | None, batch_window: float, timeout: float) -> JsonObject: ...
 
-    async def get_session(args: Mapping[str, Any]) -> JsonObject:
-        return reads.get_session(reader, args["sessionId"])
 
-    async def get_pending(args: Mapping[str, Any]) -> JsonObject:
-        return pending_result(reads.pending_page(reader, args["sessionId"], _limit(args)))
+class LocalBackend:
+    """The store this process shares: reads through `reader`, changes through the writer."""
 
-    async def get_all_pending(args: Mapping[str, Any]) -> JsonObject:
-        return pending_result(reads.pending_page(reader, None, _limit(args)))
+    def __init__(self, writer: Writer, hub: Hub, reader: Reader) -> None:
+        self.writer, self.hub, self.reader = writer, hub, reader
 
-    async def carry_out(operation: tuple[Command, JsonObject]) -> JsonObject:
-        command, result = operation
-        await writer.submit(command)
-        return result
+    async def list_sessions(self) -> list[JsonObject]:
+        return reads.list_sessions(self.reader)
 
-    async def acknowledge(args: Mapping[str, Any]) -> JsonObject:
-        return await carry_out(operations.acknowledge(args["annotationId"]))
+    async def get_session(self, session_id: str) -> JsonObject:
+        return reads.get_session(self.reader, session_id)
 
-    async def resolve(args: Mapping[str, Any]) -> JsonObject:
-        return await carry_out(operations.resolve(args["annotationId"], args.get("summary")))
+    async def pending(self, session_id: str | None, limit: int) -> reads.Page:
+        return reads.pending_page(self.reader, session_id, limit)
 
-    async def dismiss(args: Mapping[str, Any]) -> JsonObject:
-        return await carry_out(operations.dismiss(args["annotationId"], args["reason"]))
+    async def get_annotation(self, annotation_id: str) -> JsonObject:
+        return reads.get_annotation(self.reader, annotation_id)
 
-    async def reply(args: Mapping[str, Any]) -> JsonObject:
-        if not args["message"]:
-            reads.get_annotation(reader, args["annotationId"])  # an unknown id is the clearer error
-        return await carry_out(operations.reply(args["annotationId"], args["message"]))
+    async def submit(self, command: Command) -> None:
+        await self.writer.submit(command)
 
-    async def watch(args: Mapping[str, Any]) -> JsonObject:
+    async def watch(self, session_id: str | None, batch_window: float, timeout: float) -> JsonObject:
         return await watch_annotations(
-            hub,
-            reader,
-            session_id=args.get("sessionId"),
-            batch_window=clamp(args.get("batchWindowSeconds"), DEFAULT_BATCH_WINDOW, 1, 60),
-            timeout=clamp(args.get("timeoutSeconds"), DEFAULT_TIMEOUT, 1, 300),
+            self.hub, self.reader, session_id=session_id, batch_window=batch_window, timeout=timeout
         )
 
-    return {
-        "agentation_list_sessions": list_sessions,
-        "agentation_get_session": get_session,
-        "agentation_get_pending": get_pending,
-        "agentation_get_all_pending": get_all_pending,
-        "agentation_acknowledge": acknowledge,
-        "agentation_resolve": resolve,
-        "agentation_dismiss": dismiss,
-        "agentation_reply": reply,
-        "agentation_watch_annotations": watch,
-    }
+
+class RemoteBackend:
+    """Another server's HTTP API (`server --mcp-only --http-url`)."""
+
+    def __init__(self, remote: AsyncRemoteClient) -> None:
+        self.remote = remote
+
+    async def list_sessions(self) -> list[JsonObject]:
+        return await self.remote.list_sessions()
+
+    async def get_session(self, session_id: str) -> JsonObject:
+        return await self.remote.get_session(session_id)
+
+    async def pending(self, session_id: str | None, limit: int) -> reads.Page:
+        pending = await self.remote.pending(session_id)
+        return reads.Page(pending[:limit], max(len(pending) - limit, 0))
+
+    async def get_annotation(self, annotation_id: str) -> JsonObject:
+        return await self.remote.get_annotation(annotation_id)
+
+    async def submit(self, command: Command) -> None:
+        await self.remote.submit(command)
+
+    async def watch(self, session_id: str | None, batch_window: float, timeout: float) -> JsonObject:
+        return await watch_remote(self.remote, session_id=session_id, batch_window=batch_window, timeout=timeout)
+
+
+def build_handlers(writer: Writer, hub: Hub, reader: Reader) -> dict[str, Handler]:
+    """The tools on the local store, keyed by name; arguments are already type-checked."""
+    return tool_handlers(LocalBackend(writer, hub, reader))
 
 
 def build_remote_handlers(remote: AsyncRemoteClient) -> dict[str, Handler]:
-    """The same tools, carried out on another server through its HTTP API (`server --mcp-only --http-url`)."""
+    """The same tools, carried out on another server through its HTTP API."""
+    return tool_handlers(RemoteBackend(remote))
+
+
+def tool_handlers(backend: ToolBackend) -> dict[str, Handler]:
+    """The nine tools' behaviour over `backend`, keyed by name."""
 
     async def carry_out(operation: tuple[Command, JsonObject]) -> JsonObject:
         command, result = operation
-        await remote.submit(command)
+        await backend.submit(command)
         return result
 
     async def list_sessions(args: Mapping[str, Any]) -> JsonObject:
-        return {"sessions": [session_summary(s) for s in await remote.list_sessions()]}
+        return {"sessions": [session_summary(s) for s in await backend.list_sessions()]}
 
     async def get_session(args: Mapping[str, Any]) -> JsonObject:
-        return await remote.get_session(args["sessionId"])
+        return await backend.get_session(args["sessionId"])
 
     async def get_pending(args: Mapping[str, Any]) -> JsonObject:
-        limit = _limit(args)
-        pending = await remote.pending(args["sessionId"])
-        return pending_result(reads.Page(pending[:limit], max(len(pending) - limit, 0)))
+        return pending_result(await backend.pending(args["sessionId"], _limit(args)))
 
     async def get_all_pending(args: Mapping[str, Any]) -> JsonObject:
-        limit = _limit(args)
-        pending = await remote.pending(None)
-        return pending_result(reads.Page(pending[:limit], max(len(pending) - limit, 0)))
+        return pending_result(await backend.pending(None, _limit(args)))
 
     async def acknowledge(args: Mapping[str, Any]) -> JsonObject:
         return await carry_out(operations.acknowledge(args["annotationId"]))
@@ -316,15 +330,14 @@ def build_remote_handlers(remote: AsyncRemoteClient) -> dict[str, Handler]:
 
     async def reply(args: Mapping[str, Any]) -> JsonObject:
         if not args["message"]:
-            await remote.get_annotation(args["annotationId"])  # an unknown id is the clearer error
+            await backend.get_annotation(args["annotationId"])  # an unknown id is the clearer error
         return await carry_out(operations.reply(args["annotationId"], args["message"]))
 
     async def watch(args: Mapping[str, Any]) -> JsonObject:
-        return await watch_remote(
-            remote,
-            session_id=args.get("sessionId"),
-            batch_window=clamp(args.get("batchWindowSeconds"), DEFAULT_BATCH_WINDOW, 1, 60),
-            timeout=clamp(args.get("timeoutSeconds"), DEFAULT_TIMEOUT, 1, 300),
+        return await backend.watch(
+            args.get("sessionId"),
+            clamp(args.get("batchWindowSeconds"), DEFAULT_BATCH_WINDOW, 1, 60),
+            clamp(args.get("timeoutSeconds"), DEFAULT_TIMEOUT, 1, 300),
         )
 
     return {
