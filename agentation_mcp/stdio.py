@@ -21,7 +21,8 @@ import json
 import logging
 import os
 import stat
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
+from functools import partial
 from typing import Any, cast
 
 import anyio
@@ -51,20 +52,23 @@ class _FdLines:
         return self._lines()
 
     async def _lines(self) -> AsyncIterator[str]:
-        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        pending = ""
         async with self._stream:
-            while True:
-                chunk = await self._stream.receive_some(65536)
-                if not chunk:
-                    break
-                pending += decoder.decode(chunk)
-                *lines, pending = pending.split("\n")
-                for line in lines:
-                    yield line + "\n"
-        pending += decoder.decode(b"", final=True)
-        if pending:
-            yield pending
+            async for line in _split_lines(partial(self._stream.receive_some, 65536)):
+                yield line
+
+
+async def _split_lines(read: Callable[[], Awaitable[bytes]]) -> AsyncIterator[str]:
+    """The UTF-8 lines of what `read` returns until it returns nothing; a last line may lack its newline."""
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    pending = ""
+    while chunk := await read():
+        pending += decoder.decode(chunk)
+        *lines, pending = pending.split("\n")
+        for line in lines:
+            yield line + "\n"
+    pending += decoder.decode(b"", final=True)
+    if pending:
+        yield pending
 
 
 class ClientLines:
@@ -189,16 +193,9 @@ class _ThreadLines:
         return self._lines()
 
     async def _lines(self) -> AsyncIterator[str]:
-        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        pending = ""
-        while chunk := await trio.to_thread.run_sync(os.read, self._fd, 65536, abandon_on_cancel=True):
-            pending += decoder.decode(chunk)
-            *lines, pending = pending.split("\n")
-            for line in lines:
-                yield line + "\n"
-        pending += decoder.decode(b"", final=True)
-        if pending:
-            yield pending
+        read = partial(trio.to_thread.run_sync, os.read, self._fd, 65536, abandon_on_cancel=True)
+        async for line in _split_lines(read):
+            yield line
 
 
 class _FdWriter:

@@ -190,9 +190,12 @@ def _rollback(conn: apsw.Connection) -> None:
         log.warning("[Store] Rolling back a failed batch failed too", exc_info=True)
 
 
-def _fails_batch(exc: BaseException, conn: apsw.Connection) -> bool:
-    """Whether `exc`, raised by one command, ends the whole batch rather than that command alone."""
-    return isinstance(exc, StoreFault) or is_storage_error(exc) or conn.get_autocommit()
+def _raise_if_it_ends_the_batch(exc: Exception, conn: apsw.Connection) -> None:
+    """Re-raise `exc`, raised by one command, if it ends the whole batch rather than that command alone."""
+    if isinstance(exc, apsw.BusyError):
+        raise exc
+    if isinstance(exc, StoreFault) or is_storage_error(exc) or conn.get_autocommit():
+        raise _BatchFailed(exc) from exc
 
 
 def _apply_plain(conn: apsw.Connection, command: c.Command) -> Committed:
@@ -201,10 +204,7 @@ def _apply_plain(conn: apsw.Connection, command: c.Command) -> Committed:
         result, pending = apply(conn, command)
         events = append_events(conn, pending)
     except Exception as exc:
-        if isinstance(exc, apsw.BusyError):
-            raise
-        if _fails_batch(exc, conn):
-            raise _BatchFailed(exc) from exc
+        _raise_if_it_ends_the_batch(exc, conn)
         if conn.total_changes() != before:
             raise _PartlyApplied from exc
         return _command_failed(command, exc)
@@ -217,10 +217,7 @@ def _apply_in_savepoint(conn: apsw.Connection, command: c.Command) -> Committed:
         result, pending = apply(conn, command)
         events = append_events(conn, pending)
     except Exception as exc:
-        if isinstance(exc, apsw.BusyError):
-            raise
-        if _fails_batch(exc, conn):
-            raise _BatchFailed(exc) from exc
+        _raise_if_it_ends_the_batch(exc, conn)
         conn.execute("ROLLBACK TO command; RELEASE command")
         return _command_failed(command, exc)
     conn.execute("RELEASE command")
