@@ -83,11 +83,7 @@ def try_commit_batch(conn: apsw.Connection, commands: Sequence[c.Command]) -> li
     """`commit_batch` if the write lock is free right now; None, with nothing done, if another process holds it."""
     conn.set_busy_timeout(0)
     try:
-        return _commit_once(conn, commands)
-    except apsw.BusyError:
-        return None
-    except _BatchFailed as failed:
-        return _failed(conn, commands, failed, _try_again)
+        return _try_again(conn, commands)
     finally:
         conn.set_busy_timeout(BUSY_TIMEOUT_MS)
 

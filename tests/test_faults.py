@@ -11,7 +11,8 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,17 @@ def disk() -> Iterator[FaultyDisk]:
         faulty.unregister()
 
 
+@asynccontextmanager
+async def both_edges(st: Store) -> AsyncIterator[tuple[httpx2.AsyncClient, Client]]:
+    """The real HTTP API on a loopback port and the in-process MCP server, over `st`, for the block."""
+    async with (
+        serving_http(st) as server,
+        httpx2.AsyncClient(base_url=server.url, timeout=10) as http,
+        Client(build_mcp_server(server.writer, server.hub, st.reader)) as mcp,
+    ):
+        yield http, mcp
+
+
 def stored_ids(path: Path, vfs: str | None = None) -> set[str]:
     """Every session and annotation id in the store, after checking its integrity (through the real disk)."""
     conn = apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READONLY, vfs=vfs)
@@ -65,11 +77,7 @@ async def test_writes_fail_clearly_while_reads_and_mcp_keep_answering(
 ) -> None:
     acknowledged: list[str] = []
     with open_store(db_path) as st:
-        async with (
-            serving_http(st) as server,
-            httpx2.AsyncClient(base_url=server.url, timeout=10) as http,
-            Client(build_mcp_server(server.writer, server.hub, st.reader)) as mcp,
-        ):
+        async with both_edges(st) as (http, mcp):
             with trio.fail_after(30):
                 session = (await http.post("/sessions", json={"url": "http://localhost:3000/"})).json()
                 annotation = (await http.post(f"/sessions/{session['id']}/annotations", json=ANNOTATION)).json()
@@ -108,11 +116,7 @@ async def test_writes_fail_clearly_while_reads_and_mcp_keep_answering(
 
 
 async def test_a_bug_in_applying_a_change_is_a_500_and_a_tool_error_without_internals(opened: Store) -> None:
-    async with (
-        serving_http(opened) as server,
-        httpx2.AsyncClient(base_url=server.url, timeout=10) as http,
-        Client(build_mcp_server(server.writer, server.hub, opened.reader)) as mcp,
-    ):
+    async with both_edges(opened) as (http, mcp):
         with trio.fail_after(30):
             session = (await http.post("/sessions", json={"url": "http://localhost:3000/"})).json()
             annotation = (await http.post(f"/sessions/{session['id']}/annotations", json=ANNOTATION)).json()
@@ -136,11 +140,7 @@ async def test_a_store_locked_too_long_is_a_503_and_a_tool_error(
     assert opened.location.path is not None
     other = apsw.Connection(str(opened.location.path))
     try:
-        async with (
-            serving_http(opened) as server,
-            httpx2.AsyncClient(base_url=server.url, timeout=10) as http,
-            Client(build_mcp_server(server.writer, server.hub, opened.reader)) as mcp,
-        ):
+        async with both_edges(opened) as (http, mcp):
             with trio.fail_after(30):
                 session = (await http.post("/sessions", json={"url": "http://localhost:3000/"})).json()
                 other.execute("BEGIN IMMEDIATE")
