@@ -197,10 +197,34 @@ def argument_issues(spec: ToolSpec, arguments: Mapping[str, Any]) -> list[JsonOb
     return issues
 
 
-def _text_result(data: JsonObject) -> types.CallToolResult:
+@dataclass(frozen=True, slots=True)
+class ToolOutcome:
+    """What one tool call answers: its text (JSON, or an error), the data again as structured content when
+    small enough, and whether the call failed."""
+
+    text: str
+    structured_content: JsonObject | None = None
+    is_error: bool = False
+
+    def to_result(self) -> types.CallToolResult:
+        """The SDK's model of this outcome."""
+        return types.CallToolResult(
+            content=[types.TextContent(type="text", text=self.text)],
+            structured_content=self.structured_content,
+            is_error=self.is_error,
+        )
+
+    def wire(self) -> JsonObject:
+        """This outcome as a `tools/call` result on the wire, in the form and key order the SDK sends."""
+        out: JsonObject = {"content": [{"text": self.text, "type": "text"}], "isError": self.is_error}
+        if self.structured_content is not None:
+            out["structuredContent"] = self.structured_content
+        return out
+
+
+def _text_result(data: JsonObject) -> ToolOutcome:
     text = to_json(data, indent=2)
-    structured = data if len(text) <= STRUCTURED_MAX_BYTES else None
-    return types.CallToolResult(content=[types.TextContent(type="text", text=text)], structured_content=structured)
+    return ToolOutcome(text, data if len(text) <= STRUCTURED_MAX_BYTES else None)
 
 
 def _limit(args: Mapping[str, Any]) -> int:
@@ -221,8 +245,8 @@ def pending_result(page: reads.Page) -> JsonObject:
     return out
 
 
-def _error_result(text: str) -> types.CallToolResult:
-    return types.CallToolResult(content=[types.TextContent(type="text", text=printable(text))], is_error=True)
+def _error_result(text: str) -> ToolOutcome:
+    return ToolOutcome(printable(text), is_error=True)
 
 
 class ToolBackend(Protocol):
@@ -362,7 +386,7 @@ async def call_tool(
     arguments: Mapping[str, Any] | None,
     *,
     max_bytes: int = DEFAULT_MAX_ARGUMENTS,
-) -> types.CallToolResult:
+) -> ToolOutcome:
     """Run one tool call and turn its outcome into a tool result (errors included).
 
     Arguments larger than `max_bytes` as JSON are refused, as an HTTP body
@@ -404,7 +428,8 @@ def mcp_server_for(handlers: Mapping[str, Handler], *, max_arguments: int = DEFA
         return types.ListToolsResult(tools=tools)
 
     async def on_call_tool(ctx: ServerRequestContext[Any], params: types.CallToolRequestParams) -> types.CallToolResult:
-        return await call_tool(handlers, params.name, params.arguments, max_bytes=max_arguments)
+        outcome = await call_tool(handlers, params.name, params.arguments, max_bytes=max_arguments)
+        return outcome.to_result()
 
     server = Server("agentation", version=__version__, on_list_tools=on_list_tools, on_call_tool=on_call_tool)
     # The SDK wraps every request in an OpenTelemetry span by default; with no exporter installed that is

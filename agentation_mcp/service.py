@@ -17,7 +17,7 @@ import gc
 import importlib
 import logging
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from functools import partial
 from pathlib import Path
 
@@ -25,8 +25,9 @@ import trio
 
 from . import reads, schema, store, transactions
 from .config import Settings, display_url
+from .direct_calls import DirectCalls
 from .hub import Hub
-from .mcp_tools import build_mcp_server, build_remote_handlers, mcp_server_for
+from .mcp_tools import Handler, build_handlers, build_remote_handlers, mcp_server_for
 from .models import Event, to_json
 from .reads import Reader
 from .stdio import serve_stdio
@@ -109,8 +110,7 @@ async def _serve_remote(settings: Settings, http_url: str) -> None:
             await front.start(_cancel_on_signal, front.cancel_scope)
             log.info("[MCP] Agentation MCP server started on stdio (tools on %s)", http_url)
             gc.freeze()
-            handlers = build_remote_handlers(remote)
-            await serve_stdio(mcp_server_for(handlers, max_arguments=settings.max_body_bytes))
+            await _serve_tools(build_remote_handlers(remote), settings)
             front.cancel_scope.cancel()
     finally:
         await remote.aclose()
@@ -165,13 +165,19 @@ async def serve(settings: Settings) -> None:
                     # Everything built so far (modules, the SDK's models) lives as long as the process:
                     # keep it out of the collector's full passes, which otherwise show up as latency spikes.
                     gc.freeze()
-                    await serve_stdio(build_mcp_server(writer, hub, reader, max_arguments=settings.max_body_bytes))
+                    await _serve_tools(build_handlers(writer, hub, reader), settings)
                     front.cancel_scope.cancel()
             finally:
                 writer.close()
     finally:
         closers = [wal_sync.close if wal_sync else None, read_conn.close if read_conn else None, write_conn.close]
         close_all([closer for closer in closers if closer is not None])
+
+
+async def _serve_tools(handlers: Mapping[str, Handler], settings: Settings) -> None:
+    """The tools on stdio: quick calls answered directly, the rest through the SDK."""
+    limit = settings.max_body_bytes
+    await serve_stdio(mcp_server_for(handlers, max_arguments=limit), DirectCalls(handlers, max_arguments=limit))
 
 
 def close_all(closers: list[Callable[[], object]]) -> None:

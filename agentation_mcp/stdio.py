@@ -34,6 +34,7 @@ from mcp.server.stdio import stdio_server
 from mcp.shared.message import SessionMessage
 
 from .commands import check_text
+from .direct_calls import DirectCalls
 from .errors import InvalidInput
 
 log = logging.getLogger("agentation_mcp")
@@ -78,8 +79,9 @@ class ClientLines:
     own write stream, so replies never interleave on stdout).
     """
 
-    def __init__(self, lines: AsyncIterable[str]) -> None:
+    def __init__(self, lines: AsyncIterable[str], direct: DirectCalls | None = None) -> None:
         self._lines = lines
+        self._direct = direct
         self._outbox: anyio.abc.ObjectSendStream[SessionMessage] | None = None
         self._ready = trio.Event()
         self.refused = 0
@@ -95,8 +97,10 @@ class ClientLines:
         async for line in self._lines:
             if not line.strip():
                 continue
-            if _plainly_a_message(line):
-                yield line
+            message = _plain_message(line)
+            if message is not None:
+                if self._direct is None or not self._direct.take(message):
+                    yield line
                 continue
             try:
                 types.jsonrpc_message_adapter.validate_json(line, by_name=False)
@@ -118,22 +122,24 @@ class ClientLines:
 _REQUEST_KEYS = frozenset(("jsonrpc", "id", "method", "params"))
 
 
-def _plainly_a_message(line: str) -> bool:
-    """A cheap check that passes the common case, a well-formed request or notification, without a second
-    full validation (the SDK validates every line itself); anything else gets the full check."""
+def _plain_message(line: str) -> dict[str, Any] | None:
+    """The line's message when a cheap check shows it is the common case, a well-formed request or
+    notification, so it needs no second full validation (the SDK validates every line it gets itself);
+    None sends the line to the full check."""
     try:
         message = orjson.loads(line)
     except orjson.JSONDecodeError:
-        return False
+        return None
     if not isinstance(message, dict) or message.get("jsonrpc") != "2.0" or not message.keys() <= _REQUEST_KEYS:
-        return False
+        return None
     request_id = message.get("id", "")
     params = message.get("params")
-    return (
+    plain = (
         isinstance(message.get("method"), str)
         and (isinstance(request_id, str) or (isinstance(request_id, int) and not isinstance(request_id, bool)))
         and (params is None or isinstance(params, dict))
     )
+    return message if plain else None
 
 
 def refusal_for(line: str) -> types.JSONRPCError:
@@ -199,13 +205,25 @@ class _ThreadLines:
 
 
 class _FdWriter:
-    """The SDK's stdout, written with trio's non-blocking fd stream instead of a thread hop per write."""
+    """stdout, written with trio's non-blocking fd stream instead of a thread hop per write.
 
-    def __init__(self, fd: int) -> None:
+    Both the SDK (`write`) and `DirectCalls` (`send`) write here, one whole
+    line at a time under a lock; `observe` sees each line the SDK writes.
+    """
+
+    def __init__(self, fd: int, observe: Callable[[str], None] | None = None) -> None:
         self._stream = trio.lowlevel.FdStream(fd)
+        self._lock = trio.Lock()
+        self._observe = observe
 
     async def write(self, text: str) -> None:
-        await self._stream.send_all(text.encode("utf-8"))
+        if self._observe is not None:
+            self._observe(text)
+        await self.send(text.encode("utf-8"))
+
+    async def send(self, data: bytes) -> None:
+        async with self._lock:
+            await self._stream.send_all(data)
 
     async def flush(self) -> None:
         """Nothing to do: every write is already on the pipe."""
@@ -215,9 +233,12 @@ def _stdin_lines() -> AsyncIterable[str]:
     return _FdLines(0) if _pollable(0) else _ThreadLines(0)
 
 
-async def serve_stdio(server: Server[Any]) -> None:
-    """Serve one MCP session on this process's stdin/stdout until stdin closes."""
-    lines = ClientLines(_stdin_lines())
+async def serve_stdio(server: Server[Any], direct: DirectCalls | None = None) -> None:
+    """Serve one MCP session on this process's stdin/stdout until stdin closes.
+
+    With `direct`, quick tool calls skip the SDK's dispatch (only when stdout
+    is a pipe or socket, which this module then writes itself).
+    """
     stdout: _FdWriter | None = None
     wire = -1
     if _pollable(1):
@@ -225,13 +246,21 @@ async def serve_stdio(server: Server[Any]) -> None:
         # process prints can reach the protocol stream (what the SDK does for the stdout it opens itself).
         wire = os.dup(1)
         os.dup2(2, 1)
-        stdout = _FdWriter(wire)
+        stdout = _FdWriter(wire, direct.saw_output if direct is not None else None)
+    else:
+        direct = None
+    lines = ClientLines(_stdin_lines(), direct)
     try:
-        async with stdio_server(
-            stdin=cast(anyio.AsyncFile[str], lines), stdout=cast(anyio.AsyncFile[str] | None, stdout)
-        ) as (read_stream, write_stream):
-            lines.answer_through(write_stream)
-            await server.run(read_stream, write_stream, server.create_initialization_options())
+        async with trio.open_nursery() as calls:
+            if direct is not None and stdout is not None:
+                direct.start(calls, stdout.send)
+            async with stdio_server(
+                stdin=cast(anyio.AsyncFile[str], lines), stdout=cast(anyio.AsyncFile[str] | None, stdout)
+            ) as (read_stream, write_stream):
+                lines.answer_through(write_stream)
+                await server.run(read_stream, write_stream, server.create_initialization_options())
+                if direct is not None:
+                    direct.close()
     finally:
         if wire >= 0:
             os.dup2(wire, 1)

@@ -31,6 +31,7 @@ from agentation_mcp.http_api import HttpApi, HttpOptions
 from agentation_mcp.http_server import serve_http
 from agentation_mcp.http_wire import HttpLimits
 from agentation_mcp.hub import Hub
+from agentation_mcp.mcp_tools import ToolOutcome
 from agentation_mcp.models import Event
 from agentation_mcp.reads import Reader
 from agentation_mcp.store import StoreLocation
@@ -220,6 +221,9 @@ async def mcp_client(home: Path, *args: str, errlog: TextIO = sys.stderr, **env:
 
 
 def tool_text(result: Any) -> str:
+    """The text of a tool result: a client's `CallToolResult`, or the `ToolOutcome` of `call_tool`."""
+    if isinstance(result, ToolOutcome):
+        return result.text
     assert len(result.content) == 1
     text: str = result.content[0].text
     return text

@@ -29,7 +29,8 @@ ALLOWED: dict[str, set[str]] = {
     "watch": {"errors", "hub", "models", "reads", "remote"},
     "sse": {"models"},
     "mcp_tools": {"commands", "errors", "hub", "models", "operations", "reads", "remote", "watch", "writer"},
-    "stdio": {"commands", "errors"},
+    "direct_calls": {"mcp_tools"},
+    "stdio": {"commands", "direct_calls", "errors"},
     "http_wire": set(),
     "http_server": {"config", "http_wire"},
     "asgi": {"http_wire"},
@@ -67,6 +68,7 @@ ALLOWED: dict[str, set[str]] = {
         "writer",
     },
     "service": {
+        "direct_calls",
         "http_service",
         "config",
         "schema",

@@ -16,9 +16,11 @@ from typing import Any
 import pytest
 import trio
 
+from agentation_mcp import reads
+from agentation_mcp.commands import CreateAnnotation, CreateSession
 from agentation_mcp.stdio import INVALID_PARAMS, INVALID_REQUEST, PARSE_ERROR, refusal_for
 
-from .conftest import server_env
+from .conftest import ANNOTATION, commit_to_file, open_store, server_env
 
 pytestmark = pytest.mark.anyio
 
@@ -127,3 +129,66 @@ async def test_the_server_answers_every_hostile_line_and_keeps_serving(tmp_path:
             await process.wait()
     logged = [line for line in stderr.decode().splitlines() if "Answered a message on stdin with an error" in line]
     assert len(logged) == len(HOSTILE)
+
+
+async def test_pipelined_calls_answered_directly_and_by_the_sdk_each_get_one_whole_line(tmp_path: Path) -> None:
+    """Quick tool calls are answered outside the SDK (`direct_calls`) and the rest by it, on one stdout: a
+    burst of both, sent in one write, gets every answer once, each on a line of its own."""
+    home = tmp_path / "home"
+    session = commit_to_file(home, CreateSession(url="http://localhost:3000/"))
+    annotation = commit_to_file(home, CreateAnnotation.from_body(session["id"], ANNOTATION))
+    process = await trio.lowlevel.open_process(
+        [sys.executable, "-m", "agentation_mcp", "server", "--mcp-only"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        env=server_env(home),
+    )
+    calls: dict[Any, dict[str, Any]] = {}
+    for i in range(150):
+        kind = i % 5
+        if kind == 0:
+            params = {"name": "agentation_reply", "arguments": {"annotationId": annotation["id"], "message": f"n{i}"}}
+        elif kind == 1:
+            params = {"name": "agentation_acknowledge", "arguments": {"annotationId": annotation["id"]}}
+        elif kind == 2:
+            params = {"name": "agentation_get_all_pending", "_meta": {"progressToken": i}}
+        elif kind == 3:
+            calls[f"list-{i}"] = {"jsonrpc": "2.0", "id": f"list-{i}", "method": "tools/list"}
+            continue
+        else:
+            calls[f"ping-{i}"] = {"jsonrpc": "2.0", "id": f"ping-{i}", "method": "ping"}
+            continue
+        calls[i] = {"jsonrpc": "2.0", "id": i, "method": "tools/call", "params": params}
+    try:
+        with trio.fail_after(60):
+            raw = RawSession(process)
+            await raw.send(json.dumps(INITIALIZE))
+            assert (await raw.receive())["id"] == 1
+            burst = [json.dumps({"jsonrpc": "2.0", "method": "notifications/initialized"})]
+            burst += [json.dumps(message) for message in calls.values()]
+            await raw.send("\n".join(burst))
+            answers: dict[Any, Any] = {}
+            while len(answers) < len(calls):
+                answer = await raw.receive()
+                assert answer["id"] not in answers, f"answered twice: {answer['id']}"
+                answers[answer["id"]] = answer
+            assert answers.keys() == calls.keys()
+            for request_id, message in calls.items():
+                result = answers[request_id]["result"]
+                if message["method"] == "tools/list":
+                    assert len(result["tools"]) == 9
+                elif message["method"] == "tools/call":
+                    assert result["isError"] is False
+                    assert json.loads(result["content"][0]["text"]) == result["structuredContent"]
+                    if message["params"]["name"] == "agentation_reply":
+                        assert result["structuredContent"]["message"] == f"n{request_id}"
+            assert process.stdin is not None
+            await process.stdin.aclose()
+            assert await process.wait() == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    with open_store(home / ".agentation" / "store.db") as st:
+        thread = reads.get_annotation(st.reader, annotation["id"])["thread"]
+    assert sorted(m["content"] for m in thread) == sorted(f"n{i}" for i in range(0, 150, 5))
