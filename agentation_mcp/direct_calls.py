@@ -95,8 +95,8 @@ class DirectCalls:
             return
         self._initialize_ids.discard(message["id"])
         result = message.get("result")
-        version = result.get("protocolVersion") if isinstance(result, dict) else None
-        self._ready = version in VERSIONS
+        if isinstance(result, dict) and "protocolVersion" in result:  # a refusal changes nothing
+            self._ready = result["protocolVersion"] in VERSIONS
 
     def close(self) -> None:
         """End every call still running (stdin has closed)."""

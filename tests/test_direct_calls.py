@@ -201,6 +201,8 @@ async def test_only_a_plain_tool_call_after_a_finished_handshake_is_taken() -> N
             direct.saw_output('{"jsonrpc":"2.0","id":7,"result":{"protocolVersion":"2099-01-01"}}')
             assert await directly(call(1, QUICK)) is None, "taken on a protocol version it does not know"
             shake_hands(direct, "2025-06-18", b'{"jsonrpc":"2.0","id":0,"result":{"protocolVersion":"2025-06-18"}}')
+            assert not direct.take(initialize("2025-06-18", request_id=8))
+            direct.saw_output('{"jsonrpc":"2.0","id":8,"error":{"code":-32600,"message":"Already initialized"}}')
             not_taken = [
                 call(2, "agentation_watch_annotations"),
                 call(3, "unknown_tool"),
