@@ -13,7 +13,8 @@ Invariants:
   by this one's reader before the writer got here) are read from the table and
   published first; an event at or below `last_published` is dropped as a repeat.
 * Other processes' commits are noticed by `run_tail`, which polls
-  `PRAGMA data_version` on the read connection while anyone is subscribed.
+  `PRAGMA data_version` on the read connection while anyone is subscribed:
+  every 5 ms while commits come, backing off to every 100 ms when idle.
 * A failed table read (a storage fault) publishes nothing past the gap: the
   events stay in the table, and the tail reads them again on its next poll.
 * A sink is a subscriber that is called with each event as it is published,
@@ -34,6 +35,9 @@ from .errors import StoreFault
 from .models import Event
 
 log = logging.getLogger("agentation_mcp")
+# How often `run_tail` polls for other processes' commits: while they come, and at most while none do.
+TAIL_FASTEST = 0.005
+TAIL_SLOWEST = 0.1
 
 Sink = Callable[[Event], None]
 ReadEvents = Callable[[int, int | None], list[Event]]
@@ -196,14 +200,24 @@ class Hub:
             if not sub.lagged:
                 return
 
-    async def run_tail(self, data_version: Callable[[], int], *, interval: float = 0.005) -> None:
-        """Publish commits made by other processes; polls only while someone listens."""
+    async def run_tail(
+        self, data_version: Callable[[], int], *, fastest: float = TAIL_FASTEST, slowest: float = TAIL_SLOWEST
+    ) -> None:
+        """Publish commits made by other processes; polls only while someone listens.
+
+        Polls every `fastest` seconds while commits keep coming, and backs off
+        (doubling) to every `slowest` seconds while nothing changes: an open
+        toolbar page keeps a listener here all day, and polling it at full
+        speed cost an idle server several percent of a core.
+        """
         seen = -1
+        interval = fastest
         while True:
             while not self._subscribers and not self._sinks:
                 # Only this loop replaces the event, and only after checking: no wake-up is lost.
                 self._subscriber_arrived = trio.Event()
                 await self._subscriber_arrived.wait()
+                interval = fastest
             await trio.sleep(interval)
             try:
                 version = data_version()
@@ -211,4 +225,7 @@ class Hub:
                 continue
             if version != seen or self._behind:
                 seen = version
+                interval = fastest
                 self.catch_up()
+            else:
+                interval = min(interval * 2, slowest)

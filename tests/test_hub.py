@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from contextlib import aclosing
+from itertools import pairwise
 from functools import partial
 
 import pytest
@@ -11,7 +12,7 @@ import trio.testing
 
 from agentation_mcp import reads
 from agentation_mcp.commands import CreateSession
-from agentation_mcp.hub import Hub
+from agentation_mcp.hub import TAIL_FASTEST, TAIL_SLOWEST, Hub
 from agentation_mcp.models import Event
 
 from .conftest import Store, commit, running_writer
@@ -103,3 +104,34 @@ async def test_tail_keeps_publishing_after_its_only_listener_lagged_and_came_bac
                 commit_session(opened, 1)
                 assert (await second.receive.receive()).sequence == 4
             nursery.cancel_scope.cancel()
+
+
+def test_tail_backs_off_while_nothing_changes_and_polls_fast_again_after_a_commit() -> None:
+    """On trio's mock clock: an idle listener costs a poll per `TAIL_SLOWEST`, and a commit brings the pace back."""
+    polls: list[float] = []
+    version = [1]
+
+    def data_version() -> int:
+        polls.append(trio.current_time())
+        return version[0]
+
+    async def main() -> None:
+        hub = Hub(lambda after, limit=None: [], 0)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(hub.run_tail, data_version)
+            with hub.subscribe():
+                await trio.sleep(2)
+                idle = len(polls)
+                version[0] += 1  # another process commits
+                await trio.sleep(2)
+            nursery.cancel_scope.cancel()
+        gaps = [round(b - a, 6) for a, b in pairwise(polls)]
+        # The first poll sees a version it has not seen: fast once more, then doubling up to the slowest.
+        assert gaps[:7] == [0.005, 0.01, 0.02, 0.04, 0.08, 0.1, 0.1]
+        assert (TAIL_FASTEST, TAIL_SLOWEST) == (0.005, 0.1)
+        assert max(gaps) == TAIL_SLOWEST
+        assert idle < 30, "an idle listener is polled for at most once per TAIL_SLOWEST, after the back-off"
+        seen_at = next(i for i in range(idle, len(polls)) if polls[i] >= 2)
+        assert gaps[seen_at] == TAIL_FASTEST, "the poll after a change comes at the fastest pace"
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))

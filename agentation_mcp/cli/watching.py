@@ -112,7 +112,7 @@ async def _local_events(
     try:
         hub = Hub(partial(reads.events_after, reader), reads.last_sequence(reader))
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(partial(hub.run_tail, partial(reads.data_version, reader), interval=0.05))
+            nursery.start_soon(partial(hub.run_tail, partial(reads.data_version, reader), fastest=0.05))
             async with aclosing(hub.follow(hub.last_published)) as events:
                 task_status.started()
                 async for event in events:
