@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from contextlib import aclosing
-from itertools import pairwise
 from functools import partial
+from itertools import pairwise
 
 import pytest
 import trio
