@@ -115,8 +115,11 @@ def test_tail_backs_off_while_nothing_changes_and_polls_fast_again_after_a_commi
         polls.append(trio.current_time())
         return version[0]
 
+    def no_events(after: int, upto: int | None) -> list[Event]:
+        return []
+
     async def main() -> None:
-        hub = Hub(lambda after, limit=None: [], 0)
+        hub = Hub(no_events, 0)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(hub.run_tail, data_version)
             with hub.subscribe():
