@@ -137,6 +137,7 @@ async def serve(settings: Settings) -> None:
             raise
         read_conn = store.open_read_connection(location)
         wal_sync = store.WalSync.attach(write_conn, location)
+        lock_wait = store.LockWait()
         reader = Reader(read_conn)
         hub = Hub(partial(reads.events_after, reader), reads.last_sequence(reader))
         async with trio.open_nursery() as store_nursery:
@@ -147,6 +148,7 @@ async def serve(settings: Settings) -> None:
                     hub,
                     in_thread=not location.in_memory,
                     durable=wal_sync,
+                    lock_wait=lock_wait,
                 )
             )
             try:
@@ -168,6 +170,9 @@ async def serve(settings: Settings) -> None:
                     await _serve_tools(build_handlers(writer, hub, reader), settings)
                     front.cancel_scope.cancel()
             finally:
+                # What is queued is still committed, unless another process holds the store locked: then
+                # it fails at once instead of holding up the exit (its callers are gone).
+                lock_wait.stop()
                 writer.close()
     finally:
         closers = [wal_sync.close if wal_sync else None, read_conn.close if read_conn else None, write_conn.close]

@@ -41,6 +41,7 @@ log = logging.getLogger("agentation_mcp")
 PARSE_ERROR = -32700
 INVALID_REQUEST = -32600
 INVALID_PARAMS = -32602
+CLOSING_GRACE = 1.0  # seconds for direct calls to answer once stdin has closed
 
 
 class _FdLines:
@@ -261,6 +262,8 @@ async def serve_stdio(server: Server[Any], direct: DirectCalls | None = None) ->
                 await server.run(read_stream, write_stream, server.create_initialization_options())
                 if direct is not None:
                     direct.close()
+                    # Their last answers go to a client that may have stopped reading: do not wait long.
+                    calls.cancel_scope.deadline = trio.current_time() + CLOSING_GRACE
     finally:
         if wire >= 0:
             os.dup2(wire, 1)

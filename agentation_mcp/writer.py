@@ -43,7 +43,7 @@ from .commands import Command
 from .errors import InternalError, StoreBusy, StoreClosed, StoreFault
 from .hub import Hub
 from .models import Event, json_bytes
-from .store import Connection
+from .store import Connection, LockWait
 from .transactions import commit_batch, try_commit_batch
 
 T = TypeVar("T")
@@ -159,6 +159,7 @@ async def run_writer(
     *,
     in_thread: bool = True,
     durable: Callable[[], None] | None = None,
+    lock_wait: LockWait | None = None,
     mailbox: int = 64,
     max_batch: int = 256,
     task_status: trio.TaskStatus[Writer] = trio.TASK_STATUS_IGNORED,
@@ -169,15 +170,17 @@ async def run_writer(
     and on the database thread when another process holds it (waiting for a
     lock must not stop the event loop). `durable`, when given, runs on the
     database thread after each COMMIT and before any caller hears of it
-    (see `store.WalSync`). `in_thread=False` keeps everything on the trio
-    thread: for the in-memory store, and for tests on trio's virtual clock.
+    (see `store.WalSync`). `lock_wait`, when given, is how a batch on the
+    database thread waits for the lock (see `store.LockWait`).
+    `in_thread=False` keeps everything on the trio thread: for the in-memory
+    store, and for tests on trio's virtual clock.
     """
     send, receive = trio.open_memory_channel[_Envelope](mailbox)
     writer = Writer(send, receive)
     database = DatabaseThread() if in_thread else None
     task_status.started(writer)
     try:
-        await _serve(writer, receive, conn, hub, database, durable, max_batch)
+        await _serve(writer, receive, conn, hub, database, durable, lock_wait, max_batch)
     finally:
         if database is not None:
             database.stop()
@@ -193,6 +196,7 @@ async def _serve(
     hub: Hub,
     database: DatabaseThread | None,
     durable: Callable[[], None] | None,
+    lock_wait: LockWait | None,
     max_batch: int,
 ) -> None:
     """Commit batches as they come; each is answered once `durable` has run after it.
@@ -221,6 +225,8 @@ async def _serve(
                     else:
                         tried = try_commit_batch(conn, commands)
                         if tried is None:
+                            if lock_wait is not None:
+                                lock_wait.install(conn)  # `try_commit_batch` leaves SQLite's own busy timeout
                             tried = await database.run(partial(commit_batch, conn, commands))
                         results = tried
                 except Exception:

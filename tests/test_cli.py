@@ -3,26 +3,30 @@
 from __future__ import annotations
 
 import fcntl
+import json
 import logging
 import os
 import signal
 import subprocess
 import sys
 import termios
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import apsw
 import pytest
 import trio
 
-from agentation_mcp import service
+from agentation_mcp import reads, service
 from agentation_mcp.cli import main, usage
 from agentation_mcp.cli.registration import register_command
+from agentation_mcp.commands import CreateAnnotation, CreateSession
 from agentation_mcp.config import parse_server_args
 from agentation_mcp.errors import ConfigError, StoreUnusable
 
-from .conftest import free_port, server_env
+from .conftest import ANNOTATION, commit_to_file, free_port, open_store, server_env
 
 
 @pytest.mark.parametrize("argv", [[], ["help"], ["--help"], ["-h"]])
@@ -127,7 +131,55 @@ def test_sigterm_exits_0_within_2_seconds(tmp_path: Path) -> None:
         assert proc.wait(timeout=2) == 0
 
 
+def test_stdin_eof_exits_within_2_seconds_while_another_process_holds_the_store_locked(tmp_path: Path) -> None:
+    """A write queued behind another process's lock fails at shutdown instead of holding the exit up for as
+    long as the writer would otherwise wait for the lock (half a minute)."""
+    home = tmp_path / "home"
+    session = commit_to_file(home, CreateSession(url="http://localhost:3000/"))
+    annotation = commit_to_file(home, CreateAnnotation.from_body(session["id"], ANNOTATION))
+    with _started(home) as proc:
+        assert proc.stdin is not None
+        assert proc.stdout is not None
+        assert proc.stderr is not None
+        watchdog = threading.Timer(30, proc.kill)  # bounds the blocking reads below
+        watchdog.start()
+        locker = apsw.Connection(str(home / STORE))
+        try:
+            proc.stdin.write(json.dumps(INITIALIZE).encode() + b"\n")
+            proc.stdin.flush()
+            assert json.loads(proc.stdout.readline())["id"] == 1
+            locker.execute("BEGIN IMMEDIATE")
+            call = {"name": "agentation_acknowledge", "arguments": {"annotationId": annotation["id"]}}
+            for message in (
+                {"jsonrpc": "2.0", "method": "notifications/initialized"},
+                {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": call},
+            ):
+                proc.stdin.write(json.dumps(message).encode() + b"\n")
+            proc.stdin.flush()
+            for line in proc.stderr:
+                if b"Writes are waiting: another process holds the store's write lock" in line:
+                    break
+            else:
+                raise AssertionError("the write never waited for the lock")
+            proc.stdin.close()
+            assert proc.wait(timeout=2) == 0
+            answer = json.loads(proc.stdout.readline())
+            assert answer == {"jsonrpc": "2.0", "id": 2, "error": {"code": -32000, "message": "Connection closed"}}
+        finally:
+            watchdog.cancel()
+            locker.execute("ROLLBACK")
+            locker.close()
+    with open_store(home / STORE) as st:
+        assert reads.get_annotation(st.reader, annotation["id"])["status"] == "pending"
+
+
 STORE = Path(".agentation") / "store.db"
+INITIALIZE = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "test", "version": "1"}},
+}
 
 
 def _start_once(home: Path) -> None:
