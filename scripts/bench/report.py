@@ -275,9 +275,10 @@ def write_chart(path: Path, results: list[WorkloadResult], info: dict[str, Any])
             ha="left" if value >= 1 else "right",
         )
     ax.set_xlabel("ours relative to npm: throughput ours/npm, times npm/ours (>1: ours better; log scale)")
-    ax.set_title(
+    fig.suptitle(  # over the whole figure: the long case labels push the axes to the right
         f"agentation-mcp (Python) vs npm agentation-mcp: {info['cores']} cores, "
-        f"python {info['python']}, node {info['node']}"
+        f"python {info['python']}, node {info['node']}",
+        fontsize=11,
     )
     ax.tick_params(axis="y", labelsize=8)
     fig.tight_layout()
