@@ -18,12 +18,14 @@ import mcp_types as types
 import orjson
 import pytest
 import trio
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from mcp.shared.message import SessionMessage
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 
 from agentation_mcp.commands import CreateAnnotation, CreateSession
 from agentation_mcp.direct_calls import CONNECTION_CLOSED, INTERNAL_ERROR, VERSIONS, DirectCalls
-from agentation_mcp.mcp_tools import STRUCTURED_MAX_BYTES, Handler, build_handlers, mcp_server_for
+from agentation_mcp.mcp_tools import SPEC_BY_NAME, STRUCTURED_MAX_BYTES, Handler, build_handlers, mcp_server_for
 from agentation_mcp.models import JsonObject
 
 from .conftest import ANNOTATION, Store, running_writer
@@ -151,6 +153,45 @@ async def test_every_direct_answer_is_the_line_the_sdk_would_have_sent(opened: S
                     assert got == expected, message
                     assert (b'"structuredContent"' in got) == (b'"isError":false' in got)
                 assert direct.taken == len(calls_to_compare(session_id, annotation_id))
+
+
+TEXT = st.text(alphabet=st.characters(codec="utf-8"), max_size=30)
+JSON_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | TEXT,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(TEXT, inner, max_size=3),
+    max_leaves=8,
+)
+QUICK_TOOLS = sorted(set(SPEC_BY_NAME) - {"agentation_watch_annotations"})
+# Placeholders for the ids of what exists, so what is drawn does not depend on the store.
+SESSION, ANNOTATION_ID = "<session>", "<annotation>"
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+async def test_any_arguments_get_the_same_answer_directly_as_from_the_sdk(opened: Store, data: st.DataObject) -> None:
+    hub = opened.hub()
+    with trio.fail_after(30):
+        async with running_writer(opened, hub) as writer:
+            handlers = build_handlers(writer, hub, opened.reader)
+            session_id, annotation_id = await fill(writer)
+            real = {SESSION: session_id, ANNOTATION_ID: annotation_id}
+            name = data.draw(st.sampled_from(QUICK_TOOLS), label="tool")
+            keys = st.sampled_from(["annotationId", "sessionId", "summary", "reason", "message", "limit"]) | TEXT
+            values = st.sampled_from([SESSION, ANNOTATION_ID]) | JSON_VALUES
+            drawn = data.draw(st.dictionaries(keys, values, max_size=4), label="arguments")
+            arguments = {k: real.get(v, v) if isinstance(v, str) else v for k, v in drawn.items()}
+            request_id = data.draw(st.integers(min_value=-(2**53), max_value=2**53) | TEXT, label="id")
+            message = call(request_id, name, arguments)
+            async with sdk_server(handlers) as sdk, direct_calls(handlers) as (direct, directly):
+                handshake = await sdk(initialize("2025-11-25"))
+                assert handshake is not None
+                shake_hands(direct, "2025-11-25", handshake)
+                expected = await sdk(message)
+                assert await directly(message) == expected
 
 
 async def test_a_result_too_large_for_structured_content_is_the_same_line_too(opened: Store) -> None:
