@@ -6,7 +6,9 @@ memory-stream hops, a task and a request context per call, then validating and
 dumping the result again. A `tools/call` needs none of that once the
 `initialize` handshake is done, so `DirectCalls` takes those lines as
 `stdio.ClientLines` reads them, runs the tool, and writes the response line
-itself: the same JSON the SDK would have sent.
+itself: the same JSON the SDK would have sent. Calls run side by side, but
+the writes of calls sent one after another are queued in that order
+(`write_order`).
 
 The SDK stays the authority for everything else: the handshake, every other
 method, malformed or unusual params, the long-running watch tool, and a
@@ -25,7 +27,8 @@ from typing import Any
 import orjson
 import trio
 
-from .mcp_tools import DEFAULT_MAX_ARGUMENTS, Handler, ToolOutcome, call_tool
+from .mcp_tools import DEFAULT_MAX_ARGUMENTS, READ_ONLY_TOOLS, Handler, ToolOutcome, call_tool
+from .write_order import CURRENT_TURN, Turn, Turnstile
 
 log = logging.getLogger("agentation_mcp")
 
@@ -60,6 +63,8 @@ class DirectCalls:
     ) -> None:
         self._handlers = handlers
         self._quick = frozenset(handlers) - slow
+        self._writes = frozenset(name for name in self._quick if name not in READ_ONLY_TOOLS)
+        self._turns = Turnstile()
         self._max_arguments = max_arguments
         self._ready = False  # until the SDK has answered `initialize` with a version in VERSIONS
         self._initialize_ids: set[RequestId] = set()
@@ -118,15 +123,23 @@ class DirectCalls:
             or not _plain_meta(params.get("_meta"))
         ):
             return False
+        name = params["name"]
         scope = trio.CancelScope()
         self._running[request_id] = scope
         self.taken += 1
-        self._nursery.start_soon(self._answer, request_id, params["name"], params.get("arguments"), scope)
+        turn = self._turns.issue() if name in self._writes else None
+        self._nursery.start_soon(self._answer, request_id, name, params.get("arguments"), scope, turn)
         return True
 
     async def _answer(
-        self, request_id: RequestId, name: str, arguments: dict[str, Any] | None, scope: trio.CancelScope
+        self,
+        request_id: RequestId,
+        name: str,
+        arguments: dict[str, Any] | None,
+        scope: trio.CancelScope,
+        turn: Turn | None,
     ) -> None:
+        CURRENT_TURN.set(turn)  # this task's own context: its writes wait for the turns before it
         response: dict[str, Any] | None = None
         try:
             with scope:
@@ -137,6 +150,8 @@ class DirectCalls:
             response = _error(request_id, INTERNAL_ERROR, "Internal error")
         finally:
             del self._running[request_id]
+            if turn is not None:
+                turn.pass_on()
         if request_id in self._cancelled_by_client:  # the client no longer wants an answer
             self._cancelled_by_client.discard(request_id)
             return

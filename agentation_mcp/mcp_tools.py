@@ -25,6 +25,7 @@ from .hub import Hub
 from .models import JsonObject, agent_view, json_bytes, printable, session_summary, to_json
 from .reads import Reader
 from .watch import DEFAULT_BATCH_WINDOW, DEFAULT_TIMEOUT, clamp, watch_annotations, watch_remote
+from .write_order import CURRENT_TURN
 from .writer import Writer
 
 if TYPE_CHECKING:
@@ -163,6 +164,7 @@ SPECS: tuple[ToolSpec, ...] = (
     ),
 )
 SPEC_BY_NAME = {spec.name: spec for spec in SPECS}
+READ_ONLY_TOOLS = frozenset(spec.name for spec in SPECS if spec.hints.read_only_hint)
 
 
 def _js_type(value: Any) -> str:
@@ -256,7 +258,10 @@ class ToolBackend(Protocol):
     async def get_session(self, session_id: str) -> JsonObject: ...
     async def pending(self, session_id: str | None, limit: int) -> reads.Page: ...
     async def get_annotation(self, annotation_id: str) -> JsonObject: ...
-    async def submit(self, command: Command) -> None: ...
+    async def submit(self, command: Command, queued: Callable[[], None] | None = None) -> None:
+        """Carry out `command`; `queued` is called once later writes can no longer overtake it."""
+        ...
+
     async def watch(self, session_id: str | None, batch_window: float, timeout: float) -> JsonObject: ...
 
 
@@ -278,8 +283,8 @@ class LocalBackend:
     async def get_annotation(self, annotation_id: str) -> JsonObject:
         return reads.get_annotation(self.reader, annotation_id)
 
-    async def submit(self, command: Command) -> None:
-        await self.writer.submit(command)
+    async def submit(self, command: Command, queued: Callable[[], None] | None = None) -> None:
+        await self.writer.submit(command, queued)
 
     async def watch(self, session_id: str | None, batch_window: float, timeout: float) -> JsonObject:
         return await watch_annotations(
@@ -306,8 +311,10 @@ class RemoteBackend:
     async def get_annotation(self, annotation_id: str) -> JsonObject:
         return await self.remote.get_annotation(annotation_id)
 
-    async def submit(self, command: Command) -> None:
-        await self.remote.submit(command)
+    async def submit(self, command: Command, queued: Callable[[], None] | None = None) -> None:
+        await self.remote.submit(command)  # one HTTP request at a time in turn: done means in order
+        if queued is not None:
+            queued()
 
     async def watch(self, session_id: str | None, batch_window: float, timeout: float) -> JsonObject:
         return await watch_remote(self.remote, session_id=session_id, batch_window=batch_window, timeout=timeout)
@@ -328,7 +335,12 @@ def tool_handlers(backend: ToolBackend) -> dict[str, Handler]:
 
     async def carry_out(operation: tuple[Command, JsonObject]) -> JsonObject:
         command, result = operation
-        await backend.submit(command)
+        turn = CURRENT_TURN.get()
+        if turn is None:
+            await backend.submit(command)
+        else:
+            await turn.wait()
+            await backend.submit(command, turn.pass_on)
         return result
 
     async def list_sessions(args: Mapping[str, Any]) -> JsonObject:

@@ -80,12 +80,14 @@ class Writer:
         self.batches = 0
         self.largest_batch = 0
 
-    async def submit(self, command: Command) -> Any:
+    async def submit(self, command: Command, queued: Callable[[], None] | None = None) -> Any:
         """Apply `command` and return its result once it is committed.
 
-        Raises the command's `AgentationError`, or `StoreClosed` after `close`.
+        `queued`, when given, is called once the command is in the mailbox,
+        before its commit. Raises the command's `AgentationError`, or
+        `StoreClosed` after `close`.
         """
-        result, _ = await self._committed(command)
+        result, _ = await self._committed(command, queued)
         return result
 
     async def submit_json(self, command: Command) -> bytes:
@@ -101,12 +103,14 @@ class Writer:
                 return event.payload_json.encode()
         return json_bytes(result)
 
-    async def _committed(self, command: Command) -> tuple[Any, list[Event]]:
+    async def _committed(self, command: Command, queued: Callable[[], None] | None = None) -> tuple[Any, list[Event]]:
         reply = _Reply()
         try:
             await self._send.send(_Envelope(command, reply))
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             raise StoreClosed() from None
+        if queued is not None:
+            queued()
         await reply.done.wait()
         assert reply.result is not None
         committed: tuple[Any, list[Event]] = reply.result.unwrap()

@@ -192,3 +192,48 @@ async def test_pipelined_calls_answered_directly_and_by_the_sdk_each_get_one_who
     with open_store(home / ".agentation" / "store.db") as st:
         thread = reads.get_annotation(st.reader, annotation["id"])["thread"]
     assert sorted(m["content"] for m in thread) == sorted(f"n{i}" for i in range(0, 150, 5))
+
+
+async def test_writes_sent_one_after_another_without_waiting_commit_in_that_order(tmp_path: Path) -> None:
+    """As Claude Code sends parallel tool calls: a reply and then a resolve on one annotation, in one write.
+    The thread must read in the order they were sent, every time (trio starts a burst's tasks in any order)."""
+    home = tmp_path / "home"
+    session = commit_to_file(home, CreateSession(url="http://localhost:3000/"))
+    ids = [commit_to_file(home, CreateAnnotation.from_body(session["id"], ANNOTATION))["id"] for _ in range(30)]
+    process = await trio.lowlevel.open_process(
+        [sys.executable, "-m", "agentation_mcp", "server", "--mcp-only"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        env=server_env(home),
+    )
+    try:
+        with trio.fail_after(60):
+            raw = RawSession(process)
+            await raw.send(json.dumps(INITIALIZE))
+            assert (await raw.receive())["id"] == 1
+            await raw.send(json.dumps({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+            for n, annotation_id in enumerate(ids):
+                calls = [
+                    ("agentation_reply", {"annotationId": annotation_id, "message": "first"}),
+                    ("agentation_acknowledge", {"annotationId": annotation_id}),
+                    ("agentation_resolve", {"annotationId": annotation_id, "summary": "second"}),
+                ]
+                burst = [
+                    json.dumps({"jsonrpc": "2.0", "id": f"{n}-{i}", "method": "tools/call", "params": params})
+                    for i, params in enumerate({"name": name, "arguments": args} for name, args in calls)
+                ]
+                await raw.send("\n".join(burst))
+                answers = [await raw.receive() for _ in burst]
+                assert all(answer["result"]["isError"] is False for answer in answers), answers
+            assert process.stdin is not None
+            await process.stdin.aclose()
+            assert await process.wait() == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    with open_store(home / ".agentation" / "store.db") as st:
+        for annotation_id in ids:
+            annotation = reads.get_annotation(st.reader, annotation_id)
+            assert [m["content"] for m in annotation["thread"]] == ["first", "Resolved: second"]
+            assert annotation["status"] == "resolved", "the acknowledge did not overtake the resolve"
