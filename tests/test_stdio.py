@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +54,31 @@ class RawSession:
             self.buffer += chunk
         line, self.buffer = self.buffer.split(b"\n", 1)
         return json.loads(line)
+
+
+@asynccontextmanager
+async def initialized_server(home: Path) -> AsyncIterator[RawSession]:
+    """A real `server --mcp-only` on `home`, past the handshake; on leaving, stdin closes and it must exit 0."""
+    process = await trio.lowlevel.open_process(
+        [sys.executable, "-m", "agentation_mcp", "server", "--mcp-only"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        env=server_env(home),
+    )
+    try:
+        with trio.fail_after(60):
+            raw = RawSession(process)
+            await raw.send(json.dumps(INITIALIZE))
+            assert (await raw.receive())["id"] == 1
+            await raw.send(json.dumps({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+            yield raw
+            assert process.stdin is not None
+            await process.stdin.aclose()
+            assert await process.wait() == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
 
 
 HOSTILE: list[tuple[str, int, Any, str]] = [
@@ -137,12 +164,6 @@ async def test_pipelined_calls_answered_directly_and_by_the_sdk_each_get_one_who
     home = tmp_path / "home"
     session = commit_to_file(home, CreateSession(url="http://localhost:3000/"))
     annotation = commit_to_file(home, CreateAnnotation.from_body(session["id"], ANNOTATION))
-    process = await trio.lowlevel.open_process(
-        [sys.executable, "-m", "agentation_mcp", "server", "--mcp-only"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        env=server_env(home),
-    )
     calls: dict[Any, dict[str, Any]] = {}
     for i in range(150):
         kind = i % 5
@@ -159,36 +180,23 @@ async def test_pipelined_calls_answered_directly_and_by_the_sdk_each_get_one_who
             calls[f"ping-{i}"] = {"jsonrpc": "2.0", "id": f"ping-{i}", "method": "ping"}
             continue
         calls[i] = {"jsonrpc": "2.0", "id": i, "method": "tools/call", "params": params}
-    try:
-        with trio.fail_after(60):
-            raw = RawSession(process)
-            await raw.send(json.dumps(INITIALIZE))
-            assert (await raw.receive())["id"] == 1
-            burst = [json.dumps({"jsonrpc": "2.0", "method": "notifications/initialized"})]
-            burst += [json.dumps(message) for message in calls.values()]
-            await raw.send("\n".join(burst))
-            answers: dict[Any, Any] = {}
-            while len(answers) < len(calls):
-                answer = await raw.receive()
-                assert answer["id"] not in answers, f"answered twice: {answer['id']}"
-                answers[answer["id"]] = answer
-            assert answers.keys() == calls.keys()
-            for request_id, message in calls.items():
-                result = answers[request_id]["result"]
-                if message["method"] == "tools/list":
-                    assert len(result["tools"]) == 9
-                elif message["method"] == "tools/call":
-                    assert result["isError"] is False
-                    assert json.loads(result["content"][0]["text"]) == result["structuredContent"]
-                    if message["params"]["name"] == "agentation_reply":
-                        assert result["structuredContent"]["message"] == f"n{request_id}"
-            assert process.stdin is not None
-            await process.stdin.aclose()
-            assert await process.wait() == 0
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
+    async with initialized_server(home) as raw:
+        await raw.send("\n".join(json.dumps(message) for message in calls.values()))
+        answers: dict[Any, Any] = {}
+        while len(answers) < len(calls):
+            answer = await raw.receive()
+            assert answer["id"] not in answers, f"answered twice: {answer['id']}"
+            answers[answer["id"]] = answer
+    assert answers.keys() == calls.keys()
+    for request_id, message in calls.items():
+        result = answers[request_id]["result"]
+        if message["method"] == "tools/list":
+            assert len(result["tools"]) == 9
+        elif message["method"] == "tools/call":
+            assert result["isError"] is False
+            assert json.loads(result["content"][0]["text"]) == result["structuredContent"]
+            if message["params"]["name"] == "agentation_reply":
+                assert result["structuredContent"]["message"] == f"n{request_id}"
     with open_store(home / ".agentation" / "store.db") as st:
         thread = reads.get_annotation(st.reader, annotation["id"])["thread"]
     assert sorted(m["content"] for m in thread) == sorted(f"n{i}" for i in range(0, 150, 5))
@@ -200,38 +208,20 @@ async def test_writes_sent_one_after_another_without_waiting_commit_in_that_orde
     home = tmp_path / "home"
     session = commit_to_file(home, CreateSession(url="http://localhost:3000/"))
     ids = [commit_to_file(home, CreateAnnotation.from_body(session["id"], ANNOTATION))["id"] for _ in range(30)]
-    process = await trio.lowlevel.open_process(
-        [sys.executable, "-m", "agentation_mcp", "server", "--mcp-only"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        env=server_env(home),
-    )
-    try:
-        with trio.fail_after(60):
-            raw = RawSession(process)
-            await raw.send(json.dumps(INITIALIZE))
-            assert (await raw.receive())["id"] == 1
-            await raw.send(json.dumps({"jsonrpc": "2.0", "method": "notifications/initialized"}))
-            for n, annotation_id in enumerate(ids):
-                calls = [
-                    ("agentation_reply", {"annotationId": annotation_id, "message": "first"}),
-                    ("agentation_acknowledge", {"annotationId": annotation_id}),
-                    ("agentation_resolve", {"annotationId": annotation_id, "summary": "second"}),
-                ]
-                burst = [
-                    json.dumps({"jsonrpc": "2.0", "id": f"{n}-{i}", "method": "tools/call", "params": params})
-                    for i, params in enumerate({"name": name, "arguments": args} for name, args in calls)
-                ]
-                await raw.send("\n".join(burst))
-                answers = [await raw.receive() for _ in burst]
-                assert all(answer["result"]["isError"] is False for answer in answers), answers
-            assert process.stdin is not None
-            await process.stdin.aclose()
-            assert await process.wait() == 0
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
+    async with initialized_server(home) as raw:
+        for n, annotation_id in enumerate(ids):
+            calls = [
+                ("agentation_reply", {"annotationId": annotation_id, "message": "first"}),
+                ("agentation_acknowledge", {"annotationId": annotation_id}),
+                ("agentation_resolve", {"annotationId": annotation_id, "summary": "second"}),
+            ]
+            burst = [
+                json.dumps({"jsonrpc": "2.0", "id": f"{n}-{i}", "method": "tools/call", "params": params})
+                for i, params in enumerate({"name": name, "arguments": args} for name, args in calls)
+            ]
+            await raw.send("\n".join(burst))
+            answers = [await raw.receive() for _ in burst]
+            assert all(answer["result"]["isError"] is False for answer in answers), answers
     with open_store(home / ".agentation" / "store.db") as st:
         for annotation_id in ids:
             annotation = reads.get_annotation(st.reader, annotation_id)
