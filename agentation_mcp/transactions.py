@@ -30,7 +30,7 @@ from .changes import append_events, apply
 from .errors import AgentationError, InternalError, StoreBusy, StoreFault
 from .faults import is_storage_error, store_fault
 from .models import Event
-from .store import BUSY_TIMEOUT_MS
+from .store import BUSY_TIMEOUT_MS, LockWait
 
 # How often a batch tries again while other processes hold the write lock,
 # each try waiting up to BUSY_TIMEOUT_MS.
@@ -79,13 +79,22 @@ def commit_batch(conn: apsw.Connection, commands: Sequence[c.Command]) -> list[C
     return [outcome.Error(StoreBusy()) for _ in commands]
 
 
-def try_commit_batch(conn: apsw.Connection, commands: Sequence[c.Command]) -> list[Committed] | None:
-    """`commit_batch` if the write lock is free right now; None, with nothing done, if another process holds it."""
+def try_commit_batch(
+    conn: apsw.Connection, commands: Sequence[c.Command], lock_wait: LockWait | None = None
+) -> list[Committed] | None:
+    """`commit_batch` if the write lock is free right now; None, with nothing done, if another process holds it.
+
+    Afterwards `conn` waits for locks as before: through `lock_wait` when
+    given, else with SQLite's busy timeout.
+    """
     conn.set_busy_timeout(0)
     try:
         return _try_again(conn, commands)
     finally:
-        conn.set_busy_timeout(BUSY_TIMEOUT_MS)
+        if lock_wait is None:
+            conn.set_busy_timeout(BUSY_TIMEOUT_MS)
+        else:
+            lock_wait.install(conn)
 
 
 def _try_again(conn: apsw.Connection, commands: Sequence[c.Command]) -> list[Committed] | None:

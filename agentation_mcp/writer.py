@@ -182,6 +182,8 @@ async def run_writer(
     send, receive = trio.open_memory_channel[_Envelope](mailbox)
     writer = Writer(send, receive)
     database = DatabaseThread() if in_thread else None
+    if lock_wait is not None:
+        lock_wait.install(conn)
     task_status.started(writer)
     try:
         await _serve(writer, receive, conn, hub, database, durable, lock_wait, max_batch)
@@ -227,10 +229,8 @@ async def _serve(
                     if database is None:
                         results = commit_batch(conn, commands)
                     else:
-                        tried = try_commit_batch(conn, commands)
+                        tried = try_commit_batch(conn, commands, lock_wait)
                         if tried is None:
-                            if lock_wait is not None:
-                                lock_wait.install(conn)  # `try_commit_batch` leaves SQLite's own busy timeout
                             tried = await database.run(partial(commit_batch, conn, commands))
                         results = tried
                 except Exception:
