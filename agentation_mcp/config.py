@@ -116,6 +116,7 @@ class Settings:
     port: int = DEFAULT_PORT
     host: str | None = None  # None: loopback only
     mcp_only: bool = False
+    http_only: bool = False  # HTTP alone, stdin never read: runs until a signal
     http_url: str | None = None  # set: the tools use that server's HTTP API
     api_key: str | None = None
     store_in_memory: bool = False
@@ -230,6 +231,7 @@ def parse_server_args(argv: Sequence[str], env: Mapping[str, str] | None = None)
     if env_host:
         host = _host(env_host)
     mcp_only = False
+    http_only = False
     http_url: str | None = None
     api_key = env.get("AGENTATION_API_KEY") or None
     args = list(argv)
@@ -253,9 +255,21 @@ def parse_server_args(argv: Sequence[str], env: Mapping[str, str] | None = None)
             api_key = value
         elif arg == "--mcp-only":
             mcp_only = True
+        elif arg == "--http-only":
+            http_only = True
         else:
             raise ConfigError(f"Unknown option for 'server': {arg!r}. Run 'agentation-mcp help' for the options.")
         i += 1
+    if http_only and mcp_only:
+        raise ConfigError(
+            "--http-only and --mcp-only cannot be used together: --http-only serves HTTP without MCP on stdio, "
+            "--mcp-only MCP on stdio without HTTP."
+        )
+    if http_only and http_url is not None:
+        raise ConfigError(
+            "--http-only cannot be used with --http-url: --http-url makes MCP on stdio use another server, "
+            "and --http-only serves no MCP on stdio."
+        )
 
     warnings: list[str] = []
     retention, warning = int_from_env(env, "AGENTATION_EVENT_RETENTION_DAYS", DEFAULT_RETENTION_DAYS, 0, 3650)
@@ -283,6 +297,7 @@ def parse_server_args(argv: Sequence[str], env: Mapping[str, str] | None = None)
         port=port,
         host=host,
         mcp_only=mcp_only,
+        http_only=http_only,
         http_url=http_url,
         api_key=api_key,
         store_in_memory=env.get("AGENTATION_STORE") == "memory",

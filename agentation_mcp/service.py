@@ -8,7 +8,7 @@
 
 stdin EOF, SIGTERM or SIGINT cancel the front ends, which frees the port;
 the writer is then closed, commits what is queued, and the connections are
-closed.
+closed. With `--http-only` stdin is never read: only a signal stops it.
 """
 
 from __future__ import annotations
@@ -100,27 +100,30 @@ def _open_store(write_conn: store.Connection, location: StoreLocation, settings:
     log.info("[Store] Using SQLite store (%s)%s", location.path, f", pruned {pruned} old events" if pruned else "")
 
 
-async def _serve_remote(settings: Settings, http_url: str) -> None:
+async def _serve_remote(settings: Settings, http_url: str) -> bool:
     """MCP over stdio with the tools carried out on the server at `http_url`: no local store, no HTTP."""
     from .remote import AsyncRemoteClient
 
     remote = AsyncRemoteClient(http_url, settings.api_key)
+    stdin_closed = False
     try:
         async with trio.open_nursery() as front:
             await front.start(_cancel_on_signal, front.cancel_scope)
             log.info("[MCP] Agentation MCP server started on stdio (tools on %s)", http_url)
             gc.freeze()
             await _serve_tools(build_remote_handlers(remote), settings)
+            stdin_closed = True
             front.cancel_scope.cancel()
     finally:
         await remote.aclose()
+    return stdin_closed
 
 
-async def serve(settings: Settings) -> None:
-    """Run the server until stdin closes or a signal arrives."""
+async def serve(settings: Settings) -> bool:
+    """Run the server until stdin closes or a signal arrives; True when it stopped because stdin closed."""
     if settings.http_url is not None:
-        await _serve_remote(settings, settings.http_url)
-        return
+        return await _serve_remote(settings, settings.http_url)
+    stdin_closed = False
     location = StoreLocation.memory() if settings.store_in_memory else StoreLocation(settings.store_path)
     try:
         write_conn = store.open_write_connection(location)
@@ -160,6 +163,10 @@ async def serve(settings: Settings) -> None:
                         await front.start(_log_events, hub, settings.event_log)
                     if not settings.mcp_only:
                         front.start_soon(_run_http, settings, writer, hub, reader)
+                    if settings.http_only:
+                        log.info("[HTTP] Serving HTTP only: stdin is not read; stop with Ctrl-C or SIGTERM")
+                        gc.freeze()
+                        await trio.sleep_forever()
                     where = (
                         "no HTTP" if settings.mcp_only else f"HTTP: {display_url(settings.bind_host, settings.port)}"
                     )
@@ -168,6 +175,7 @@ async def serve(settings: Settings) -> None:
                     # keep it out of the collector's full passes, which otherwise show up as latency spikes.
                     gc.freeze()
                     await _serve_tools(build_handlers(writer, hub, reader), settings)
+                    stdin_closed = True
                     front.cancel_scope.cancel()
             finally:
                 # What is queued is still committed, unless another process holds the store locked: then
@@ -177,6 +185,7 @@ async def serve(settings: Settings) -> None:
     finally:
         closers = [wal_sync.close if wal_sync else None, read_conn.close if read_conn else None, write_conn.close]
         close_all([closer for closer in closers if closer is not None])
+    return stdin_closed
 
 
 async def _serve_tools(handlers: Mapping[str, Handler], settings: Settings) -> None:

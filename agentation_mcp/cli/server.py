@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -68,11 +69,13 @@ class _Line(logging.LogRecord):
 
 
 SERVER_HELP = """\
-usage: agentation-mcp server [--port PORT] [--host ADDRESS] [--mcp-only] [--http-url URL] [--api-key KEY]
+usage: agentation-mcp server [--port PORT] [--host ADDRESS] [--mcp-only | --http-only] [--http-url URL]
+                             [--api-key KEY]
 
 Serve the nine MCP tools on stdio (for Claude Code and other MCP clients) and, on
 127.0.0.1:PORT, the toolbar's HTTP API, its SSE streams and the tools over
 Streamable HTTP at /mcp. Several servers can share the store; one owns the port.
+It stops when stdin closes (the MCP client went away), or on Ctrl-C or SIGTERM.
 
 options:
   -h, --help        show this help and exit
@@ -80,6 +83,9 @@ options:
   --host ADDRESS    interface to bind (default 127.0.0.1, or AGENTATION_HOST); anything
                     but loopback needs AGENTATION_ACCESS_KEY
   --mcp-only        serve MCP on stdio only, without HTTP
+  --http-only       serve HTTP only (the toolbar's API, SSE and /mcp), without MCP on
+                    stdio: stdin is never read, and it runs until Ctrl-C or SIGTERM; for a
+                    server started in the background, by a service manager or in a container
   --http-url URL    with --mcp-only: carry out the tools on the agentation server at URL (its
                     HTTP API) instead of the local store, e.g. a server on the host seen from a
                     container
@@ -91,11 +97,15 @@ environment: AGENTATION_STORE=memory, AGENTATION_EVENT_RETENTION_DAYS, AGENTATIO
 AGENTATION_ACCESS_KEY, AGENTATION_MAX_BODY_BYTES, AGENTATION_WEBHOOK_URL(S); see the README.
 """
 
+STDIN_CLOSED = "agentation-mcp server: stdin closed, so the MCP session ended and the server stopped"
+HTTP_ONLY_HINT = "to keep serving the toolbar without an MCP client, run `agentation-mcp server --http-only`"
+
 
 def run_server(argv: Sequence[str]) -> int:
     if any(arg in ("-h", "--help") for arg in argv):
         sys.stdout.write(SERVER_HELP)
         return 0
+    _open_standard_descriptors()
     _configure_logging()
     from .. import service
 
@@ -108,8 +118,9 @@ def run_server(argv: Sequence[str]) -> int:
         log.warning("[Config] %s", warning)
     failures: list[AgentationError] = []
     interrupted = False
+    stdin_closed = False
     try:
-        trio.run(partial(service.serve, settings))
+        stdin_closed = trio.run(partial(service.serve, settings))
     except* AgentationError as group:
         # Raised before the server's nurseries, or from inside them (wrapped in a group): one line each.
         failures = _leaves(group)
@@ -119,7 +130,22 @@ def run_server(argv: Sequence[str]) -> int:
         return 130
     for failure in failures:
         print(f"agentation-mcp server: {failure}", file=sys.stderr)  # noqa: T201
+    if stdin_closed and not failures:
+        # A server started in the background, by a service manager or in a container has stdin at its end
+        # from the start, and would otherwise stop after a second without a word.
+        hint = "" if settings.http_url is not None else f"; {HTTP_ONLY_HINT}"
+        print(STDIN_CLOSED + hint, file=sys.stderr)  # noqa: T201
     return 1 if failures else 0
+
+
+def _open_standard_descriptors() -> None:
+    """Point a closed stdin, stdout or stderr (`<&-`) at /dev/null, so that no file the server opens (the
+    store) takes its number and gets read as MCP input or written as output."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            os.open(os.devnull, os.O_RDWR)  # the lowest free number: this one, as those below are open
 
 
 def _leaves(group: BaseExceptionGroup[AgentationError]) -> list[AgentationError]:
