@@ -14,25 +14,25 @@ closed. With `--http-only` stdin is never read: only a signal stops it.
 from __future__ import annotations
 
 import gc
-import importlib
 import logging
 import signal
 from collections.abc import Callable, Mapping
 from functools import partial
 from pathlib import Path
+from types import ModuleType
 
 import trio
 
-from . import reads, schema, store, transactions
+from .agent.direct_calls import DirectCalls
+from .agent.stdio import serve_stdio
+from .agent.tools import Handler, build_handlers, build_remote_handlers, mcp_server_for
 from .config import Settings, display_url
-from .direct_calls import DirectCalls
-from .hub import Hub
-from .mcp_tools import Handler, build_handlers, build_remote_handlers, mcp_server_for
 from .models import Event, to_json
-from .reads import Reader
-from .stdio import serve_stdio
-from .store import StoreLocation
-from .writer import Writer, run_writer
+from .store import connection, reads, schema, transactions
+from .store.connection import StoreLocation
+from .store.hub import Hub
+from .store.reads import Reader
+from .store.writer import Writer, run_writer
 
 log = logging.getLogger("agentation_mcp")
 
@@ -77,20 +77,32 @@ async def _log_events(hub: Hub, path: Path, task_status: trio.TaskStatus[None] =
             out.flush()
 
 
+def _load_http() -> tuple[ModuleType, ModuleType]:
+    """The HTTP side and the `/mcp` app's module: the one deliberate lazy import, so stdio answers first."""
+    from .agent import http as agent_http
+    from .web import app as web_app
+
+    return web_app, agent_http
+
+
 async def _run_http(settings: Settings, writer: Writer, hub: Hub, reader: Reader) -> None:
-    """Import the HTTP side on a worker thread, so stdio answers meanwhile, then serve it."""
-    http_service = await trio.to_thread.run_sync(importlib.import_module, f"{__package__}.http_service")
-    await http_service.run_http(settings, writer, hub, reader)
+    """Import the HTTP side on a worker thread, so stdio answers meanwhile, then serve it with `/mcp` mounted."""
+    web_app, agent_http = await trio.to_thread.run_sync(_load_http)
+    mcp_app, manager = agent_http.build_http_mcp(
+        writer, hub, reader, idle_timeout=settings.mcp_idle_seconds, max_arguments=settings.max_body_bytes
+    )
+    async with manager.run():
+        await web_app.run_http(settings, writer, hub, reader, mcp_app)
 
 
 def _raise_unusable(exc: Exception, location: StoreLocation) -> None:
     """Raise the one-line `StoreUnusable` for a store that cannot be opened; return for anything else."""
-    problem = store.unusable(exc, location)
+    problem = connection.unusable(exc, location)
     if problem is not None:
         raise problem from exc
 
 
-def _open_store(write_conn: store.Connection, location: StoreLocation, settings: Settings) -> None:
+def _open_store(write_conn: connection.Connection, location: StoreLocation, settings: Settings) -> None:
     """Migrate the schema and prune old events: the writes made before serving."""
     schema.migrate(write_conn)
     if location.in_memory:
@@ -102,7 +114,7 @@ def _open_store(write_conn: store.Connection, location: StoreLocation, settings:
 
 async def _serve_remote(settings: Settings, http_url: str) -> bool:
     """MCP over stdio with the tools carried out on the server at `http_url`: no local store, no HTTP."""
-    from .remote import AsyncRemoteClient
+    from .clients.remote import AsyncRemoteClient
 
     remote = AsyncRemoteClient(http_url, settings.api_key)
     stdin_closed = False
@@ -126,7 +138,7 @@ async def serve(settings: Settings) -> bool:
     stdin_closed = False
     location = StoreLocation.memory() if settings.store_in_memory else StoreLocation(settings.store_path)
     try:
-        write_conn = store.open_write_connection(location)
+        write_conn = connection.open_write_connection(location)
     except Exception as exc:
         _raise_unusable(exc, location)
         raise
@@ -138,9 +150,9 @@ async def serve(settings: Settings) -> bool:
         except Exception as exc:
             _raise_unusable(exc, location)
             raise
-        read_conn = store.open_read_connection(location)
-        wal_sync = store.WalSync.attach(write_conn, location)
-        lock_wait = store.LockWait()
+        read_conn = connection.open_read_connection(location)
+        wal_sync = connection.WalSync.attach(write_conn, location)
+        lock_wait = connection.LockWait()
         reader = Reader(read_conn)
         hub = Hub(partial(reads.events_after, reader), reads.last_sequence(reader))
         async with trio.open_nursery() as store_nursery:

@@ -24,18 +24,18 @@ from hypothesis import settings
 from mcp.client.session import ClientSession
 from mcp.client.stdio import StdioServerParameters, stdio_client
 
-from agentation_mcp import reads, schema, store, transactions
-from agentation_mcp.access import AccessPolicy
+from agentation_mcp.agent.tools import ToolOutcome
 from agentation_mcp.commands import Command
-from agentation_mcp.http_api import HttpApi, HttpOptions
-from agentation_mcp.http_server import serve_http
-from agentation_mcp.http_wire import HttpLimits
-from agentation_mcp.hub import Hub
-from agentation_mcp.mcp_tools import ToolOutcome
 from agentation_mcp.models import Event
-from agentation_mcp.reads import Reader
-from agentation_mcp.store import StoreLocation
-from agentation_mcp.writer import Writer, run_writer
+from agentation_mcp.store import connection, reads, schema, transactions
+from agentation_mcp.store.connection import StoreLocation
+from agentation_mcp.store.hub import Hub
+from agentation_mcp.store.reads import Reader
+from agentation_mcp.store.writer import Writer, run_writer
+from agentation_mcp.web.access import AccessPolicy
+from agentation_mcp.web.api import HttpApi, HttpOptions
+from agentation_mcp.web.server import serve_http
+from agentation_mcp.web.wire import HttpLimits
 
 # In CI the generated examples are the same on every run, so a red build always means a change broke
 # something; locally each run explores new ones.
@@ -78,10 +78,10 @@ def db_path(tmp_path: Path) -> Path:
 def open_store(path: Path) -> Iterator[Store]:
     """The store at `path`, migrated, with the writer's connection and a reader, for the block."""
     location = StoreLocation(path)
-    conn = store.open_write_connection(location)
+    conn = connection.open_write_connection(location)
     try:
         schema.migrate(conn)
-        read = store.open_read_connection(location)
+        read = connection.open_read_connection(location)
         try:
             yield Store(location, conn, Reader(read))
         finally:
@@ -106,7 +106,7 @@ def commit(conn: apsw.Connection, *commands: Command) -> list[tuple[Any, list[Ev
 
 def commit_to_file(home: Path, command: Command) -> Any:
     """Commit one command to the store under `home` from a connection of its own, as another process would."""
-    conn = store.open_write_connection(StoreLocation(home / ".agentation" / "store.db"))
+    conn = connection.open_write_connection(StoreLocation(home / ".agentation" / "store.db"))
     try:
         schema.migrate(conn)
         [(result, _)] = commit(conn, command)

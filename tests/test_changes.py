@@ -12,7 +12,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agentation_mcp import reads, transactions
 from agentation_mcp.commands import (
     AddThreadMessage,
     Command,
@@ -25,6 +24,7 @@ from agentation_mcp.commands import (
 )
 from agentation_mcp.errors import AnnotationNotFound, InvalidInput, SessionNotFound
 from agentation_mcp.models import Event
+from agentation_mcp.store import reads, transactions
 
 from .conftest import ANNOTATION, Store, commit
 

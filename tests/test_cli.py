@@ -19,12 +19,13 @@ import apsw
 import pytest
 import trio
 
-from agentation_mcp import reads, service
+from agentation_mcp import service
 from agentation_mcp.cli import main, usage
 from agentation_mcp.cli.registration import register_command
 from agentation_mcp.commands import CreateAnnotation, CreateSession
 from agentation_mcp.config import parse_server_args
 from agentation_mcp.errors import ConfigError, StoreUnusable
+from agentation_mcp.store import reads
 
 from .conftest import ANNOTATION, commit_to_file, free_port, open_store, server_env
 

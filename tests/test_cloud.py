@@ -11,10 +11,10 @@ import httpx2
 import pytest
 import trio
 
-from agentation_mcp.asgi import Message
-from agentation_mcp.cloud import proxy
 from agentation_mcp.config import DEFAULT_CLOUD_URL, cloud_base_url
 from agentation_mcp.errors import ConfigError
+from agentation_mcp.web.asgi import Message
+from agentation_mcp.web.cloud import proxy
 
 from .receivers import fake_cloud
 

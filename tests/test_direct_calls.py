@@ -23,9 +23,9 @@ from hypothesis import strategies as st
 from mcp.shared.message import SessionMessage
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 
+from agentation_mcp.agent.direct_calls import CONNECTION_CLOSED, INTERNAL_ERROR, VERSIONS, DirectCalls
+from agentation_mcp.agent.tools import SPEC_BY_NAME, STRUCTURED_MAX_BYTES, Handler, build_handlers, mcp_server_for
 from agentation_mcp.commands import CreateAnnotation, CreateSession
-from agentation_mcp.direct_calls import CONNECTION_CLOSED, INTERNAL_ERROR, VERSIONS, DirectCalls
-from agentation_mcp.mcp_tools import SPEC_BY_NAME, STRUCTURED_MAX_BYTES, Handler, build_handlers, mcp_server_for
 from agentation_mcp.models import JsonObject
 
 from .conftest import ANNOTATION, Store, running_writer

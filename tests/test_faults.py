@@ -22,9 +22,9 @@ import pytest
 import trio
 from mcp.client import Client
 
-from agentation_mcp import transactions
+from agentation_mcp.agent.tools import build_mcp_server
 from agentation_mcp.errors import StoreBusy
-from agentation_mcp.mcp_tools import build_mcp_server
+from agentation_mcp.store import transactions
 
 from .conftest import ANNOTATION, ServerProcess, Store, open_store, serving_http, tool_json, tool_text
 from .faulty_disk import FaultyDisk

@@ -14,13 +14,13 @@ import pytest
 import trio
 import trio.testing
 
-from agentation_mcp.access import AccessPolicy
-from agentation_mcp.asgi import Mount
+from agentation_mcp.agent.http import build_http_mcp
 from agentation_mcp.commands import CreateSession
-from agentation_mcp.http_api import HttpApi, HttpOptions
-from agentation_mcp.http_service import build_http_mcp
-from agentation_mcp.http_wire import HttpLimits, serve_connection
-from agentation_mcp.sse import url_host
+from agentation_mcp.web.access import AccessPolicy
+from agentation_mcp.web.api import HttpApi, HttpOptions
+from agentation_mcp.web.asgi import Mount
+from agentation_mcp.web.sse import url_host
+from agentation_mcp.web.wire import HttpLimits, serve_connection
 
 from .conftest import Store, running_writer
 

@@ -17,8 +17,8 @@ import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agentation_mcp import reads
 from agentation_mcp.commands import CreateAnnotation, CreateSession
+from agentation_mcp.store import reads
 
 from .conftest import ANNOTATION, InProcessServer, Store, serving_http
 

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import trio
 
-from agentation_mcp.http_wire import HttpLimits
+from agentation_mcp.web.wire import HttpLimits
 
 from .conftest import InProcessServer, Store, serving_http
 

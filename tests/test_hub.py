@@ -10,10 +10,10 @@ import pytest
 import trio
 import trio.testing
 
-from agentation_mcp import reads
 from agentation_mcp.commands import CreateSession
-from agentation_mcp.hub import TAIL_FASTEST, TAIL_SLOWEST, Hub
 from agentation_mcp.models import Event
+from agentation_mcp.store import reads
+from agentation_mcp.store.hub import TAIL_FASTEST, TAIL_SLOWEST, Hub
 
 from .conftest import Store, commit, running_writer
 

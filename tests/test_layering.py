@@ -1,10 +1,16 @@
-"""Which module may import what (DESIGN.md): checked from the source with ast."""
+"""The rules between the package's parts (docs/architecture.md), checked from the source with ast.
+
+Each part is a top-level module or a subpackage. A rule says which parts a part
+may import and which libraries only it may import; a new module inside a part
+needs no entry here. Imports inside functions count like any other.
+"""
 
 from __future__ import annotations
 
 import ast
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import agentation_mcp
@@ -12,158 +18,152 @@ import agentation_mcp
 from .conftest import server_env
 
 PACKAGE = Path(agentation_mcp.__file__).parent
-ALLOWED: dict[str, set[str]] = {
-    "errors": set(),
-    "access": {"config"},
-    "config": {"errors"},
-    "models": set(),
-    "commands": {"errors", "models"},
-    "schema": {"errors"},
-    "faults": {"errors"},
-    "store": {"errors", "faults"},
-    "reads": {"errors", "faults", "models"},
-    "changes": {"commands", "errors", "models", "reads"},
-    "transactions": {"changes", "commands", "errors", "faults", "models", "store"},
-    "hub": {"errors", "models"},
-    "writer": {"store", "transactions", "hub", "commands", "errors", "models"},
-    "watch": {"errors", "hub", "models", "reads", "remote"},
-    "sse": {"models"},
-    "mcp_tools": {
-        "commands",
-        "errors",
-        "hub",
-        "models",
-        "operations",
-        "reads",
-        "remote",
-        "watch",
-        "write_order",
-        "writer",
-    },
-    "write_order": set(),
-    "direct_calls": {"mcp_tools", "write_order"},
-    "stdio": {"commands", "direct_calls", "errors"},
-    "http_wire": set(),
-    "http_server": {"config", "http_wire"},
-    "asgi": {"http_wire"},
-    "http_gate": {"access", "http_wire", "models"},
-    "http_routes": {"commands", "errors", "http_wire", "models", "reads", "sse_streams", "writer"},
-    "sse_streams": {"http_wire", "hub", "models", "reads", "sse"},
-    "http_api": {
-        "access",
-        "asgi",
-        "errors",
-        "http_gate",
-        "http_routes",
-        "http_wire",
-        "hub",
-        "models",
-        "sse",
-        "sse_streams",
-        "reads",
-        "writer",
-    },
-    "webhooks": {"config", "models"},
-    "cloud": {"asgi", "config", "models"},
-    "http_service": {
-        "access",
-        "asgi",
-        "cloud",
-        "config",
-        "http_api",
-        "http_server",
-        "http_wire",
-        "hub",
-        "mcp_tools",
-        "reads",
-        "webhooks",
-        "writer",
-    },
-    "service": {
-        "direct_calls",
-        "http_service",
-        "config",
-        "schema",
-        "store",
-        "reads",
-        "remote",
-        "transactions",
-        "hub",
-        "models",
-        "mcp_tools",
-        "stdio",
-        "writer",
-        "http_api",
-        "http_server",
-        "http_wire",
-        "asgi",
-    },
-    "operations": {"commands", "errors", "models"},
-    "annotation_client": {"commands", "errors", "models", "reads", "schema", "store", "transactions"},
-    "remote": {"commands", "errors", "models"},
-    "cli": {
-        "annotation_client",
-        "config",
-        "errors",
-        "hub",
-        "models",
-        "operations",
-        "reads",
-        "remote",
-        "schema",
-        "service",
-        "store",
-    },
+TOP = {"errors", "models", "config", "commands", "operations"}
+SUBPACKAGES = {"store", "clients", "web", "agent", "cli"}
+
+# part -> the parts it may import besides itself.
+MAY_IMPORT: dict[str, set[str]] = {
+    **dict.fromkeys(TOP, TOP),
+    "store": TOP,
+    "clients": TOP | {"store"},
+    "web": TOP | {"store"},
+    "agent": TOP | {"store", "clients"},
+    "service": TOP | {"store", "clients", "web", "agent"},
+    "cli": TOP | {"store", "clients", "service"},
+    "__main__": {"cli"},
 }
-ONLY = {
-    "apsw": {"schema", "store", "faults", "reads", "changes", "transactions"},
-    "mcp": {"mcp_tools", "stdio", "http_service"},
-    "mcp_types": {"mcp_tools", "stdio"},
-    "httptools": {"http_wire"},
-    "hypercorn": set(),
-    "httpx2": {"webhooks", "cloud", "http_service", "remote", "cli"},
-    "starlette": set(),
+# library -> the only parts that may import it.
+ONLY: dict[str, set[str]] = {
+    "apsw": {"store"},
+    "mcp": {"agent"},
+    "mcp_types": {"agent"},
+    "pydantic": {"agent"},
+    "httptools": {"web"},
+    "httpx2": {"web", "clients", "agent", "cli"},
+    "importlib": {"cli"},  # `importlib.metadata` for the installed version; no module is loaded by name
 }
+# The one deliberate lazy import: the server loads the HTTP side and the `/mcp` app on a worker thread once stdio
+# serves. (The command line imports `service` inside the `server` command for the same reason.)
+LAZY_HTTP = ("service", "_load_http", {"agentation_mcp.web.app", "agentation_mcp.agent.http"})
 
 
-def _imports(module: str) -> tuple[set[str], set[str]]:
-    """The package's modules and the libraries that `module` (a file, or a sub-package's files) imports."""
-    folder = PACKAGE / module
-    files = sorted(folder.glob("*.py")) if folder.is_dir() else [PACKAGE / f"{module}.py"]
-    depth = 2 if folder.is_dir() else 1  # the level of a relative import that reaches the package
-    local: set[str] = set()
-    external: set[str] = set()
-    for file in files:
-        for node in ast.walk(ast.parse(file.read_text(encoding="utf-8"))):
-            if isinstance(node, ast.ImportFrom):
-                if node.level == depth:
-                    if node.module:
-                        local.add(node.module.split(".")[0])
-                    else:
-                        local.update(alias.name for alias in node.names)
-                elif not node.level and node.module:
-                    external.add(node.module.split(".")[0])
-            elif isinstance(node, ast.Import):
-                external.update(alias.name.split(".")[0] for alias in node.names)
-    return local - {"__init__"}, external
+def _part(module: str) -> str:
+    """The part of the package that `module` (a dotted name under agentation_mcp) belongs to."""
+    return module.split(".")[1] if "." in module else ""
 
 
-def test_modules_import_only_what_the_design_allows() -> None:
-    modules = {p.stem for p in PACKAGE.glob("*.py")} - {"__init__", "__main__"}
-    modules |= {p.parent.name for p in PACKAGE.glob("*/__init__.py")}
-    assert modules == set(ALLOWED)
-    for module in modules:
-        local, external = _imports(module)
-        assert local - {""} <= ALLOWED[module] | {"__version__"}, module
-        for library, users in ONLY.items():
-            if library in external:
-                assert module in users, f"{module} imports {library}"
+def _files() -> Iterator[tuple[str, Path]]:
+    for file in sorted(PACKAGE.rglob("*.py")):
+        parts = file.relative_to(PACKAGE.parent).with_suffix("").parts
+        yield ".".join(parts[:-1] if parts[-1] == "__init__" else parts), file
+
+
+def _imports(module: str, file: Path) -> Iterator[tuple[str, ast.stmt, bool]]:
+    """(absolute module imported, node, at module level) for every import in `file`."""
+    is_package = file.name == "__init__.py"
+    tree = ast.parse(file.read_text(encoding="utf-8"))
+    top_level = {id(node) for node in tree.body}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = module.split(".")
+                base = base[: len(base) - node.level + (1 if is_package else 0)]
+                name = ".".join(base + ([node.module] if node.module else []))
+            else:
+                name = node.module or ""
+            if (PACKAGE.parent / name.replace(".", "/")).is_dir():  # `from .store import reads`: each module
+                for alias in node.names:
+                    yield f"{name}.{alias.name}", node, id(node) in top_level
+            else:
+                yield name, node, id(node) in top_level
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                yield alias.name, node, id(node) in top_level
+
+
+def _function_of(file: Path, node: ast.stmt) -> str | None:
+    for func in ast.walk(ast.parse(file.read_text(encoding="utf-8"))):
+        inside = isinstance(func, ast.FunctionDef | ast.AsyncFunctionDef) and any(
+            getattr(inner, "lineno", None) == node.lineno for inner in ast.walk(func)
+        )
+        if inside:
+            return getattr(func, "name", None)
+    return None
+
+
+def test_every_part_is_known() -> None:
+    parts = {_part(module) for module, _ in _files()} - {""}
+    assert parts <= TOP | SUBPACKAGES | {"service", "__main__", "__version__"}, parts - set(MAY_IMPORT)
+    assert not (PACKAGE / "http").exists()  # would shadow the standard library
+    assert not (PACKAGE / "mcp").exists()  # would shadow the SDK
+
+
+def test_parts_import_only_what_their_rule_allows() -> None:
+    broken = []
+    for module, file in _files():
+        part = _part(module)
+        for name, node, _ in _imports(module, file):
+            if name.startswith("agentation_mcp."):
+                target = _part(name)
+                if target in ("", part, "__version__"):
+                    continue
+                if target not in MAY_IMPORT.get(part, TOP if not part else set()):
+                    broken.append(f"{file.relative_to(PACKAGE)}:{node.lineno}: {part or '__init__'} imports {name}")
+            else:
+                library = name.split(".")[0]
+                if library in ONLY and part not in ONLY[library]:
+                    broken.append(f"{file.relative_to(PACKAGE)}:{node.lineno}: {part} imports {library}")
+    assert broken == []
+
+
+def test_the_command_line_loads_the_server_only_inside_the_server_command() -> None:
+    for module, file in _files():
+        if _part(module) == "cli":
+            for name, node, at_top in _imports(module, file):
+                if _part(name) == "service":
+                    assert not at_top, f"{file}:{node.lineno}"
+
+
+def test_the_http_side_is_loaded_only_by_the_one_lazy_import() -> None:
+    owner, function, modules = LAZY_HTTP
+    seen = set()
+    for module, file in _files():
+        if _part(module) != "service":
+            continue
+        for name, node, at_top in _imports(module, file):
+            if _part(name) == "web" or name == "agentation_mcp.agent.http":
+                assert not at_top, f"{file}:{node.lineno} imports {name}"
+                assert _function_of(file, node) == function, f"{file}:{node.lineno} imports {name}"
+                seen.add(name)
+    assert owner == "service"
+    assert seen == modules
+
+
+def test_the_rules_catch_a_broken_import(tmp_path: Path) -> None:
+    """A rule that can fail: the web side importing the agent side is reported."""
+    module, file = "agentation_mcp.web.probe", tmp_path / "probe.py"
+    file.write_text("def f() -> None:\n    from ..agent import tools\n")
+    (name, _, at_top), *_ = _imports(module, file)
+    assert name == "agentation_mcp.agent.tools"
+    assert not at_top
+    assert _part(name) not in MAY_IMPORT["web"]
 
 
 def test_nothing_imports_service_or_cli() -> None:
-    for module in ALLOWED:
-        local, _ = _imports(module)
-        assert not local & {"service", "cli"} or module == "cli", module
+    for module, file in _files():
+        part = _part(module)
+        for name, node, _ in _imports(module, file):
+            if _part(name) in ("service", "cli"):
+                assert part in ("cli", "__main__", _part(name)), f"{file}:{node.lineno}"
+
+
+def test_stdio_serves_before_the_http_side_loads(tmp_path: Path) -> None:
+    probe = "import sys, agentation_mcp.service; print(' '.join(sorted(sys.modules)))"
+    done = subprocess.run(
+        [sys.executable, "-c", probe], env=server_env(tmp_path), capture_output=True, text=True, timeout=30, check=True
+    )
+    loaded = set(done.stdout.split())
+    assert {m for m in loaded if m.startswith("agentation_mcp.web") or m == "httptools"} == set()
 
 
 def test_commands_other_than_server_load_neither_the_sdk_nor_the_http_stack(tmp_path: Path) -> None:
@@ -185,6 +185,6 @@ def test_commands_other_than_server_load_neither_the_sdk_nor_the_http_stack(tmp_
         "httptools",
         "pydantic",
         "agentation_mcp.service",
-        "agentation_mcp.http_wire",
+        "agentation_mcp.web.wire",
     }
     assert not modules & heavy

@@ -13,9 +13,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from mcp.client import Client
 
-from agentation_mcp import reads
+from agentation_mcp.agent.tools import STRUCTURED_MAX_BYTES, build_handlers, build_mcp_server, call_tool
 from agentation_mcp.commands import CreateAnnotation, CreateSession
-from agentation_mcp.mcp_tools import STRUCTURED_MAX_BYTES, build_handlers, build_mcp_server, call_tool
+from agentation_mcp.store import reads
 
 from .conftest import (
     ANNOTATION,

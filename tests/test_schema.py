@@ -9,10 +9,10 @@ from typing import Any
 import apsw
 import pytest
 
-from agentation_mcp import reads, schema, store
 from agentation_mcp.commands import CreateAnnotation, CreateSession
 from agentation_mcp.errors import SchemaTooNew
-from agentation_mcp.store import StoreLocation
+from agentation_mcp.store import connection, reads, schema
+from agentation_mcp.store.connection import StoreLocation
 
 from .conftest import ANNOTATION, FIXTURES, Store, commit
 
@@ -30,7 +30,7 @@ def _columns(conn: apsw.Connection, table: str) -> list[str]:
 
 
 def test_fresh_store_has_the_reference_tables_and_columns(tmp_path: Path) -> None:
-    conn = store.open_write_connection(StoreLocation(tmp_path / "s.db"))
+    conn = connection.open_write_connection(StoreLocation(tmp_path / "s.db"))
     assert schema.migrate(conn) == 0
     tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_schema WHERE type = 'table'")}
     assert {
@@ -60,7 +60,7 @@ def test_fresh_store_has_the_reference_tables_and_columns(tmp_path: Path) -> Non
 
 
 def test_migrating_twice_changes_nothing(tmp_path: Path) -> None:
-    conn = store.open_write_connection(StoreLocation(tmp_path / "s.db"))
+    conn = connection.open_write_connection(StoreLocation(tmp_path / "s.db"))
     schema.migrate(conn)
     before = list(conn.execute("SELECT type, name, sql FROM sqlite_schema ORDER BY name"))
     assert schema.migrate(conn) == schema.SCHEMA_VERSION
@@ -68,7 +68,7 @@ def test_migrating_twice_changes_nothing(tmp_path: Path) -> None:
 
 
 def test_a_store_from_a_newer_version_is_refused_untouched(tmp_path: Path) -> None:
-    conn = store.open_write_connection(StoreLocation(tmp_path / "s.db"))
+    conn = connection.open_write_connection(StoreLocation(tmp_path / "s.db"))
     schema.migrate(conn)
     conn.execute(f"PRAGMA user_version = {schema.SCHEMA_VERSION + 1}")
     newer, ours = schema.SCHEMA_VERSION + 1, schema.SCHEMA_VERSION
@@ -95,7 +95,7 @@ def test_an_old_reference_store_without_later_columns_gains_them(tmp_path: Path)
         "VALUES ('session.created', '2026-01-01T00:00:00.000Z', 's', 41, '{}');"
     )
     conn.close()
-    conn = store.open_write_connection(StoreLocation(tmp_path / "old.db"))
+    conn = connection.open_write_connection(StoreLocation(tmp_path / "old.db"))
     schema.migrate(conn)
     assert {"kind", "extra", "source_file"} <= set(_columns(conn, "annotations"))
     assert conn.execute("SELECT value FROM event_sequence").get == 41
@@ -107,7 +107,7 @@ def test_the_reference_fixture_migrates_and_keeps_every_row(tmp_path: Path) -> N
     raw = apsw.Connection(str(path))
     counts = {t: raw.execute(f"SELECT COUNT(*) FROM {t}").get for t in ("sessions", "annotations", "events")}
     raw.close()
-    conn = store.open_write_connection(StoreLocation(path))
+    conn = connection.open_write_connection(StoreLocation(path))
     assert schema.migrate(conn) == 0
     assert {t: conn.execute(f"SELECT COUNT(*) FROM {t}").get for t in counts} == counts
     assert conn.execute("PRAGMA integrity_check").get == "ok"
@@ -131,7 +131,7 @@ def test_the_index_migration_on_a_reference_written_store_keeps_every_row_unchan
     had = {r[0] for r in raw.execute("SELECT name FROM sqlite_schema WHERE type = 'index'")}
     raw.close()
     assert not READ_INDEXES & had
-    conn = store.open_write_connection(StoreLocation(path))
+    conn = connection.open_write_connection(StoreLocation(path))
     schema.migrate(conn)
     assert schema.schema_version(conn) == schema.SCHEMA_VERSION == 3
     indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_schema WHERE type = 'index'")}

@@ -13,9 +13,9 @@ import trio
 from mcp.client.session import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 
-from agentation_mcp import sse
 from agentation_mcp.commands import UpdateAnnotation
 from agentation_mcp.models import Event
+from agentation_mcp.web import sse
 
 from .conftest import ANNOTATION, ServerProcess, commit_to_file, stream, tool_json
 

@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 import trio
 
-from agentation_mcp import reads
+from agentation_mcp.agent.stdio import INVALID_PARAMS, INVALID_REQUEST, PARSE_ERROR, refusal_for
 from agentation_mcp.commands import CreateAnnotation, CreateSession
-from agentation_mcp.stdio import INVALID_PARAMS, INVALID_REQUEST, PARSE_ERROR, refusal_for
+from agentation_mcp.store import reads
 
 from .conftest import ANNOTATION, commit_to_file, open_store, server_env
 

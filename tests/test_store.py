@@ -1,4 +1,4 @@
-"""`store.LockWait`: the writer's wait for a lock another process holds, which shutdown can end at once."""
+"""`connection.LockWait`: the writer's wait for a lock another process holds, which shutdown can end at once."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from pathlib import Path
 import apsw
 import pytest
 
-from agentation_mcp import store
-from agentation_mcp.store import LockWait, StoreLocation
+from agentation_mcp.store import connection
+from agentation_mcp.store.connection import LockWait, StoreLocation
 
 
 class ObservedWait(LockWait):
@@ -30,8 +30,8 @@ class ObservedWait(LockWait):
 def locked(tmp_path: Path) -> Iterator[tuple[apsw.Connection, apsw.Connection]]:
     """(a writer's connection, another connection holding the write lock)."""
     location = StoreLocation(tmp_path / "store.db")
-    writer = store.open_write_connection(location)
-    holder = store.open_write_connection(location)
+    writer = connection.open_write_connection(location)
+    holder = connection.open_write_connection(location)
     holder.execute("BEGIN IMMEDIATE")
     yield writer, holder
     if holder.in_transaction:

@@ -19,7 +19,6 @@ import apsw
 import outcome
 import pytest
 
-from agentation_mcp import reads, store, transactions
 from agentation_mcp.commands import (
     AddThreadMessage,
     Command,
@@ -37,6 +36,7 @@ from agentation_mcp.errors import (
     StoreFull,
     StoreReadOnly,
 )
+from agentation_mcp.store import connection, reads, transactions
 
 from .conftest import ANNOTATION, Store, commit, open_store
 from .faulty_disk import FaultyDisk
@@ -188,7 +188,7 @@ def test_a_store_locked_past_the_timeout_fails_the_batch_with_store_busy(
 ) -> None:
     session_id, annotation_id = seeded(opened)
     assert opened.location.path is not None
-    other = store.open_write_connection(opened.location)
+    other = connection.open_write_connection(opened.location)
     monkeypatch.setattr(transactions, "BUSY_RETRIES", 1)
     monkeypatch.setattr(transactions, "BUSY_TIMEOUT_MS", 20)
     opened.conn.set_busy_timeout(20)

@@ -8,9 +8,9 @@ import pytest
 import trio
 import trio.testing
 
+from agentation_mcp.clients.watch import clamp, watch_annotations
 from agentation_mcp.commands import CreateAnnotation, CreateSession, DeleteAnnotation, UpdateAnnotation
 from agentation_mcp.errors import SessionNotFound
-from agentation_mcp.watch import clamp, watch_annotations
 
 from .conftest import ANNOTATION, Store, running_writer
 

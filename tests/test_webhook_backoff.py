@@ -18,7 +18,7 @@ import trio
 import trio.testing
 
 from agentation_mcp.config import WebhookSettings
-from agentation_mcp.webhooks import deliver
+from agentation_mcp.web.webhooks import deliver
 
 pytestmark = pytest.mark.anyio
 

@@ -21,14 +21,7 @@ import trio
 import trio.testing
 
 from agentation_mcp.config import WebhookSettings, webhook_settings_from_env
-from agentation_mcp.webhooks import (
-    USER_AGENT,
-    DeliveryResult,
-    backoff_ms,
-    deliver,
-    retry_after_ms,
-    valid_urls,
-)
+from agentation_mcp.web.webhooks import USER_AGENT, DeliveryResult, backoff_ms, deliver, retry_after_ms, valid_urls
 
 from .conftest import free_port
 from .receivers import receiver

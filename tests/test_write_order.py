@@ -9,7 +9,7 @@ import trio.testing
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agentation_mcp.write_order import Turn, Turnstile
+from agentation_mcp.agent.write_order import Turn, Turnstile
 
 pytestmark = pytest.mark.anyio
 

@@ -41,7 +41,6 @@ import trio.testing
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agentation_mcp import changes, reads, schema, store, transactions
 from agentation_mcp.commands import (
     AddThreadMessage,
     Command,
@@ -60,9 +59,10 @@ from agentation_mcp.models import (
     Event,
     to_json,
 )
-from agentation_mcp.reads import AnnotationCache, Reader
-from agentation_mcp.store import StoreLocation, WalSync
-from agentation_mcp.writer import Writer
+from agentation_mcp.store import changes, connection, reads, schema, transactions
+from agentation_mcp.store.connection import StoreLocation, WalSync
+from agentation_mcp.store.reads import AnnotationCache, Reader
+from agentation_mcp.store.writer import Writer
 
 from .conftest import ANNOTATION, Store, running_writer
 from .conftest import commit as commit_straight
@@ -495,7 +495,7 @@ def test_walsync_switches_a_file_store_to_normal_sync(opened: Store) -> None:
 
 def test_walsync_is_not_attached_to_a_memory_store() -> None:
     location = StoreLocation.memory()
-    conn = store.open_write_connection(location)
+    conn = connection.open_write_connection(location)
     try:
         schema.migrate(conn)
         assert WalSync.attach(conn, location) is None
@@ -627,7 +627,7 @@ async def test_durable_runs_after_commit_and_before_publishing_and_replies(opene
         log.append(("published", event.sequence))
 
     hub.add_sink(sink)
-    probe = store.open_read_connection(opened.location)  # another connection: sees only what is committed
+    probe = connection.open_read_connection(opened.location)  # another connection: sees only what is committed
 
     def durable() -> None:
         # On the database thread, while the writer's answering task awaits it: what is committed, not yet published.

@@ -12,11 +12,11 @@ import pytest
 import trio
 import trio.testing
 
-from agentation_mcp import reads, store
 from agentation_mcp.commands import CreateAnnotation, CreateSession, UpdateAnnotation
 from agentation_mcp.errors import AnnotationNotFound, StoreClosed, StoreFull
 from agentation_mcp.models import Event
-from agentation_mcp.writer import run_writer
+from agentation_mcp.store import connection, reads
+from agentation_mcp.store.writer import run_writer
 
 from .conftest import ANNOTATION, Store, open_store, running_writer
 from .faulty_disk import FaultyDisk
@@ -130,7 +130,7 @@ async def test_the_writer_lives_through_a_full_disk_and_writes_again_once_there_
         hub = st.hub()
         published: list[Event] = []
         hub.add_sink(published.append)
-        sync = store.WalSync.attach(st.conn, st.location)
+        sync = connection.WalSync.attach(st.conn, st.location)
         assert sync is not None
         with caplog.at_level(logging.INFO, logger="agentation_mcp"):
             async with running_writer(st, hub, in_thread=True, durable=sync) as writer:

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .. import operations
-from ..annotation_client import AnnotationClient, LocalClient
+from ..clients.local import AnnotationClient, LocalClient
 from ..errors import AgentationError, AnnotationNotFound
 from ..models import agent_view, session_summary
 from . import output
@@ -58,7 +58,7 @@ def parser(command: str) -> argparse.ArgumentParser:
 
 def client_for(args: argparse.Namespace) -> AnnotationClient:
     if args.http_url:
-        from ..remote import RemoteClient
+        from ..clients.remote import RemoteClient
 
         return RemoteClient(args.http_url, args.api_key or os.environ.get("AGENTATION_ACCESS_KEY"))
     home = Path(os.environ.get("HOME") or Path.home())

@@ -100,9 +100,9 @@ def _now() -> float:
 
 
 def _environment() -> list[Check]:
-    from .. import store
+    from ..store import connection
 
-    sqlite = store.sqlite_version()
+    sqlite = connection.sqlite_version()
     packages = []
     for name in ("mcp", "apsw", "trio", "httptools", "orjson", "httpx2"):
         try:
@@ -116,12 +116,12 @@ def _environment() -> list[Check]:
 
 
 def _store(path: Path) -> list[Check]:
-    from .. import schema, store
+    from ..store import connection, schema
 
     if not path.exists():
         return [Check("store", WARN, f"{path} does not exist yet", "it is created when the server first starts")]
     try:
-        report = store.examine(path)
+        report = connection.examine(path)
     except StoreUnusable as exc:
         return [Check("store", FAIL, str(exc), 'see "When things go wrong" in the README')]
     size = f"{report.size / 1024:.0f} KiB, WAL {report.wal_size / 1024:.0f} KiB"

@@ -21,11 +21,11 @@ from typing import cast
 
 import trio
 
-from .. import reads, schema, store
-from ..annotation_client import AnnotationClient, LocalClient
-from ..hub import Hub
+from ..clients.local import AnnotationClient, LocalClient
 from ..models import ANNOTATION_CREATED, ANNOTATION_DELETED, ANNOTATION_UPDATED, JsonObject, agent_view
-from ..reads import Reader
+from ..store import connection, reads, schema
+from ..store.hub import Hub
+from ..store.reads import Reader
 from . import output
 
 Seen = tuple[str, str, JsonObject]
@@ -103,12 +103,12 @@ async def _local_events(
 ) -> None:
     location = client.location
     if location.path is not None and not location.path.exists():
-        conn = store.open_write_connection(location)  # the store a server would make; watch from its start
+        conn = connection.open_write_connection(location)  # the store a server would make; watch from its start
         try:
             schema.migrate(conn)
         finally:
             conn.close()
-    reader = Reader(store.open_read_connection(location), None)
+    reader = Reader(connection.open_read_connection(location), None)
     try:
         hub = Hub(partial(reads.events_after, reader), reads.last_sequence(reader))
         async with trio.open_nursery() as nursery:

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import trio
 
-from agentation_mcp import schema, store, transactions
 from agentation_mcp.commands import CreateAnnotation, CreateSession
+from agentation_mcp.store import connection, schema, transactions
 
 from .api import annotation_body
 from .runner import Context, Measurement, Metric, Target, Workload, median
@@ -25,7 +25,7 @@ PENDING = 20
 
 
 def _seed(home: Path) -> None:
-    conn = store.open_write_connection(store.StoreLocation(home / ".agentation" / "store.db"))
+    conn = connection.open_write_connection(connection.StoreLocation(home / ".agentation" / "store.db"))
     try:
         schema.migrate(conn)
         [created] = transactions.commit_batch(conn, [CreateSession(url="http://localhost:3000/")])

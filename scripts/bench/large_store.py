@@ -17,8 +17,8 @@ from pathlib import Path
 import httpx2
 import trio
 
-from agentation_mcp import schema, store, transactions
 from agentation_mcp.commands import CreateAnnotation, CreateSession, UpdateAnnotation
+from agentation_mcp.store import connection, schema, transactions
 
 from .api import annotation_body
 from .mcp_client import mcp_session
@@ -36,7 +36,7 @@ def _build(folder: Path) -> Path:
     path = folder / "large-store.db"
     if path.exists():
         return path
-    conn = store.open_write_connection(store.StoreLocation(path))
+    conn = connection.open_write_connection(connection.StoreLocation(path))
     try:
         schema.migrate(conn)
         conn.pragma("synchronous", "OFF")  # building a fixture, not serving

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import trio
 
-from agentation_mcp import reads, schema, store
 from agentation_mcp.commands import (
     AddThreadMessage,
     Command,
@@ -24,10 +23,11 @@ from agentation_mcp.commands import (
     NewThreadMessage,
     UpdateAnnotation,
 )
-from agentation_mcp.hub import Hub
-from agentation_mcp.reads import Reader
-from agentation_mcp.store import StoreLocation
-from agentation_mcp.writer import Writer, run_writer
+from agentation_mcp.store import connection, reads, schema
+from agentation_mcp.store.connection import StoreLocation
+from agentation_mcp.store.hub import Hub
+from agentation_mcp.store.reads import Reader
+from agentation_mcp.store.writer import Writer, run_writer
 
 from .api import PAGE_URL, annotation_body
 from .runner import Context, Measurement, Metric, Target, Workload, per_op_ms, percentile
@@ -50,12 +50,12 @@ METRICS = (
 async def in_process_writer(path: Path) -> AsyncIterator[tuple[Writer, int]]:
     """The package's own writer over the store file at `path`; also yields PRAGMA synchronous."""
     location = StoreLocation(path)
-    conn = store.open_write_connection(location)
+    conn = connection.open_write_connection(location)
     read_conn = None
     try:
         schema.migrate(conn)
         synchronous = conn.execute("PRAGMA synchronous").get
-        read_conn = store.open_read_connection(location)
+        read_conn = connection.open_read_connection(location)
         reader = Reader(read_conn)
         hub = Hub(partial(reads.events_after, reader), reads.last_sequence(reader))
         async with trio.open_nursery() as nursery:

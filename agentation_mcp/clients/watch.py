@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from . import reads
-from .errors import AgentationError, AnnotationNotFound, SessionNotFound
-from .hub import Hub
-from .models import ANNOTATION_CREATED, Event, JsonObject, agent_view
-from .reads import Reader
+from ..errors import AgentationError, AnnotationNotFound, SessionNotFound
+from ..models import ANNOTATION_CREATED, Event, JsonObject, agent_view
+from ..store import reads
+from ..store.hub import Hub
+from ..store.reads import Reader
 
 if TYPE_CHECKING:
     from .remote import AsyncRemoteClient

@@ -18,18 +18,19 @@ import mcp_types as types
 from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel.server import Server
 
-from . import __version__, operations, reads
-from .commands import Command, check_text
-from .errors import AgentationError, AnnotationNotFound, InvalidInput
-from .hub import Hub
-from .models import JsonObject, agent_view, json_bytes, printable, session_summary, to_json
-from .reads import Reader
-from .watch import DEFAULT_BATCH_WINDOW, DEFAULT_TIMEOUT, clamp, watch_annotations, watch_remote
+from .. import __version__, operations
+from ..clients.watch import DEFAULT_BATCH_WINDOW, DEFAULT_TIMEOUT, clamp, watch_annotations, watch_remote
+from ..commands import Command, check_text
+from ..errors import AgentationError, AnnotationNotFound, InvalidInput
+from ..models import JsonObject, agent_view, json_bytes, printable, session_summary, to_json
+from ..store import reads
+from ..store.hub import Hub
+from ..store.reads import Reader
+from ..store.writer import Writer
 from .write_order import CURRENT_TURN
-from .writer import Writer
 
 if TYPE_CHECKING:
-    from .remote import AsyncRemoteClient
+    from ..clients.remote import AsyncRemoteClient
 
 Handler = Callable[[Mapping[str, Any]], Awaitable[JsonObject]]
 

@@ -25,12 +25,12 @@ from typing import Any
 import apsw
 import outcome
 
-from . import commands as c
+from .. import commands as c
+from ..errors import AgentationError, InternalError, StoreBusy, StoreFault
+from ..models import Event
 from .changes import append_events, apply
-from .errors import AgentationError, InternalError, StoreBusy, StoreFault
+from .connection import BUSY_TIMEOUT_MS, LockWait
 from .faults import is_storage_error, store_fault
-from .models import Event
-from .store import BUSY_TIMEOUT_MS, LockWait
 
 # How often a batch tries again while other processes hold the write lock,
 # each try waiting up to BUSY_TIMEOUT_MS.

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import apsw
 
-from .errors import StoreUnusable
+from ..errors import StoreUnusable
 from .faults import is_storage_error, store_fault
 
 BUSY_TIMEOUT_MS = 5000

@@ -12,12 +12,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Protocol
 
-from . import reads, schema, store, transactions
-from .commands import Command
-from .errors import AnnotationNotFound, SessionNotFound
-from .models import JsonObject
-from .reads import Reader
-from .store import StoreLocation
+from ..commands import Command
+from ..errors import AnnotationNotFound, SessionNotFound
+from ..models import JsonObject
+from ..store import connection, reads, schema, transactions
+from ..store.connection import StoreLocation
+from ..store.reads import Reader
 
 
 class AnnotationClient(Protocol):
@@ -53,7 +53,7 @@ class LocalClient:
         if self._reader is None:
             if self.location.path is None or not self.location.path.exists():
                 return None
-            self._reader = Reader(store.open_read_connection(self.location), None)
+            self._reader = Reader(connection.open_read_connection(self.location), None)
         return self._reader
 
     def list_sessions(self) -> list[JsonObject]:
@@ -86,7 +86,7 @@ class LocalClient:
         if self.location.path is not None and not self.location.path.exists():
             # Every command here names an annotation, and without a store there is none.
             raise AnnotationNotFound(getattr(command, "annotation_id", ""))
-        conn = store.open_write_connection(self.location)
+        conn = connection.open_write_connection(self.location)
         try:
             schema.migrate(conn)
             [outcome] = transactions.commit_batch(conn, [command])

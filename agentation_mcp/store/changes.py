@@ -15,9 +15,9 @@ from typing import Any
 
 import apsw
 
-from . import commands as c
-from .errors import AnnotationNotFound, SessionNotFound
-from .models import (
+from .. import commands as c
+from ..errors import AnnotationNotFound, SessionNotFound
+from ..models import (
     ACTION_REQUESTED,
     ANNOTATION_CREATED,
     ANNOTATION_DELETED,

@@ -39,11 +39,11 @@ from typing import Any, TypeVar
 import outcome
 import trio
 
-from .commands import Command
-from .errors import InternalError, StoreBusy, StoreClosed, StoreFault
+from ..commands import Command
+from ..errors import InternalError, StoreBusy, StoreClosed, StoreFault
+from ..models import Event, json_bytes
+from .connection import Connection, LockWait
 from .hub import Hub
-from .models import Event, json_bytes
-from .store import Connection, LockWait
 from .transactions import commit_batch, try_commit_batch
 
 T = TypeVar("T")

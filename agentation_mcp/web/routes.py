@@ -12,8 +12,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from . import reads
-from .commands import (
+from ..commands import (
     AddThreadMessage,
     CreateAnnotation,
     CreateSession,
@@ -23,7 +22,7 @@ from .commands import (
     UpdateAnnotation,
     check_text,
 )
-from .errors import (
+from ..errors import (
     AgentationError,
     AnnotationNotFound,
     InvalidInput,
@@ -32,11 +31,12 @@ from .errors import (
     StoreFault,
     StoreFull,
 )
-from .http_wire import Request
-from .models import JsonObject, parse_js_float, printable
-from .reads import Reader
-from .sse_streams import Listeners
-from .writer import Writer
+from ..models import JsonObject, parse_js_float, printable
+from ..store import reads
+from ..store.reads import Reader
+from ..store.writer import Writer
+from .streams import Listeners
+from .wire import Request
 
 FireWebhooks = Callable[[str, JsonObject], int]
 

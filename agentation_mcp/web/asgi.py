@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 from urllib.parse import unquote
 
-from .http_wire import Headers, Request
+from .wire import Headers, Request
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]

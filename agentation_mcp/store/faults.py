@@ -16,7 +16,7 @@ from typing import Concatenate, ParamSpec, Protocol, TypeVar
 
 import apsw
 
-from .errors import StoreBusy, StoreCorrupt, StoreDiskError, StoreFault, StoreFull, StoreReadOnly
+from ..errors import StoreBusy, StoreCorrupt, StoreDiskError, StoreFault, StoreFull, StoreReadOnly
 
 P = ParamSpec("P")
 R = TypeVar("R")

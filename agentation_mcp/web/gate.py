@@ -9,9 +9,9 @@ repeated requests reuse them.
 
 from __future__ import annotations
 
+from ..models import json_bytes
 from .access import AccessPolicy
-from .http_wire import Headers, Request
-from .models import json_bytes
+from .wire import Headers, Request
 
 _JSON = (b"content-type", b"application/json")
 _MAX_CACHED = 256

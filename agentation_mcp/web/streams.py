@@ -23,11 +23,12 @@ from dataclasses import dataclass
 
 import trio
 
-from . import reads, sse
-from .http_wire import ClientGone, Headers, Request, chunk
-from .hub import Hub
-from .models import ANNOTATION_CREATED, Event, now_iso
-from .reads import Reader
+from ..models import ANNOTATION_CREATED, Event, now_iso
+from ..store import reads
+from ..store.hub import Hub
+from ..store.reads import Reader
+from . import sse
+from .wire import ClientGone, Headers, Request, chunk
 
 _FRAME_CACHE = 512
 _REPLAY_PAGE = 1000

@@ -19,18 +19,19 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
 
-from . import reads, sse
+from ..errors import AgentationError
+from ..models import json_bytes
+from ..store import reads
+from ..store.hub import Hub
+from ..store.reads import Reader
+from ..store.writer import Writer
+from . import sse
 from .access import AccessPolicy
 from .asgi import Mount
-from .errors import AgentationError
-from .http_gate import Gate, refuse
-from .http_routes import NOT_FOUND, FireWebhooks, HttpError, JsonRoutes, domain_error
-from .http_wire import BodyTooLarge, Headers, Request, WireError
-from .hub import Hub
-from .models import json_bytes
-from .reads import Reader
-from .sse_streams import EventStreams, Listeners
-from .writer import Writer
+from .gate import Gate, refuse
+from .routes import NOT_FOUND, FireWebhooks, HttpError, JsonRoutes, domain_error
+from .streams import EventStreams, Listeners
+from .wire import BodyTooLarge, Headers, Request, WireError
 
 log = logging.getLogger("agentation_mcp")
 

@@ -31,8 +31,8 @@ from dataclasses import dataclass
 
 import trio
 
-from .errors import StoreFault
-from .models import Event
+from ..errors import StoreFault
+from ..models import Event
 
 log = logging.getLogger("agentation_mcp")
 # How often `run_tail` polls for other processes' commits: while they come, and at most while none do.

@@ -7,7 +7,7 @@ from json.encoder import encode_basestring as _string
 from typing import Any
 from urllib.parse import urlsplit
 
-from .models import Event, to_json
+from ..models import Event, to_json
 
 CONNECTED = b": connected\n\n"
 PING = b": ping\n\n"

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import apsw
 
-from .errors import SchemaTooNew
+from ..errors import SchemaTooNew
 
 # The reference's own tables, verbatim in substance, so a store either program
 # created is the same file.

@@ -33,9 +33,9 @@ from mcp.server.lowlevel.server import Server
 from mcp.server.stdio import stdio_server
 from mcp.shared.message import SessionMessage
 
-from .commands import check_text
+from ..commands import check_text
+from ..errors import InvalidInput
 from .direct_calls import DirectCalls
-from .errors import InvalidInput
 
 log = logging.getLogger("agentation_mcp")
 PARSE_ERROR = -32700

@@ -16,7 +16,7 @@ import hmac
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from .config import is_loopback_name, normalize_origin
+from ..config import is_loopback_name, normalize_origin
 
 ALLOW_METHODS = b"GET, POST, PATCH, DELETE, OPTIONS"
 ALLOW_HEADERS = b"Content-Type, Accept, Mcp-Session-Id, MCP-Protocol-Version, Last-Event-ID"

@@ -40,8 +40,8 @@ from urllib.parse import urlsplit
 import httpx2
 import trio
 
-from .config import WebhookSettings
-from .models import to_json
+from ..config import WebhookSettings
+from ..models import to_json
 
 log = logging.getLogger("agentation_mcp")
 

@@ -16,8 +16,8 @@ from functools import partial
 
 import trio
 
-from .config import display_url
-from .http_wire import Handler, HttpLimits, serve_connection
+from ..config import display_url
+from .wire import Handler, HttpLimits, serve_connection
 
 log = logging.getLogger("agentation_mcp")
 

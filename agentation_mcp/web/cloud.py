@@ -22,8 +22,8 @@ from collections.abc import Sequence
 import httpx2
 import trio
 
+from ..models import to_json
 from .asgi import Receive, Scope, Send
-from .models import to_json
 
 log = logging.getLogger("agentation_mcp")
 

@@ -27,7 +27,7 @@ from typing import Any
 import orjson
 import trio
 
-from .mcp_tools import DEFAULT_MAX_ARGUMENTS, READ_ONLY_TOOLS, Handler, ToolOutcome, call_tool
+from .tools import DEFAULT_MAX_ARGUMENTS, READ_ONLY_TOOLS, Handler, ToolOutcome, call_tool
 from .write_order import CURRENT_TURN, Turn, Turnstile
 
 log = logging.getLogger("agentation_mcp")

@@ -17,9 +17,9 @@ from urllib.parse import quote
 
 import httpx2
 
-from .commands import AddThreadMessage, Command, UpdateAnnotation
-from .errors import AgentationError, AnnotationNotFound, SessionNotFound
-from .models import Event, JsonObject
+from ..commands import AddThreadMessage, Command, UpdateAnnotation
+from ..errors import AgentationError, AnnotationNotFound, SessionNotFound
+from ..models import Event, JsonObject
 
 TIMEOUT = httpx2.Timeout(10.0, connect=3.0)
 Request = tuple[str, str, Any]

@@ -14,9 +14,9 @@ from typing import Any
 
 import apsw
 
-from .errors import AnnotationNotFound, SessionNotFound
+from ..errors import AnnotationNotFound, SessionNotFound
+from ..models import Event, JsonObject, annotation_from_row, from_json, session_from_row
 from .faults import mapped
-from .models import Event, JsonObject, annotation_from_row, from_json, session_from_row
 
 
 class AnnotationCache:
