@@ -207,7 +207,7 @@ async def test_a_result_too_large_for_structured_content_is_the_same_line_too(op
                 handshake = await sdk(initialize("2025-11-25"))
                 assert handshake is not None
                 shake_hands(direct, "2025-11-25", handshake)
-                message = call(1, "agentation_get_all_pending")
+                message = call(1, "agentation_get_all_pending", {"limit": 1000})
                 got = await directly(message)
                 assert got is not None
                 assert got == await sdk(message)

@@ -60,7 +60,7 @@ async def test_tools_list_matches_the_reference_schemas(tmp_path: Path) -> None:
         ours = {k: v["type"] for k, v in tool.input_schema["properties"].items()}
         # The reference's arguments, with their names, types and required list; ours adds only optional ones.
         assert {k: ours[k] for k in properties} == properties
-        assert set(ours) - set(properties) == ({"limit"} if tool.name in LIMITED else set())
+        assert set(ours) - set(properties) == ({"limit", "after"} if tool.name in LIMITED else set())
         assert tool.input_schema["required"] == required
         assert all(v["description"] for v in tool.input_schema["properties"].values())
         assert tool.description
@@ -383,6 +383,10 @@ async def test_the_pending_tools_take_a_limit_and_say_how_many_more_there_are(op
             assert "more" not in everything, "without a limit in play the result is what it always was"
             page = tool_json(await call_tool(handlers, name, {**base, "limit": 2}))
             assert ([a["id"] for a in page["annotations"]], page["count"], page["more"]) == (ids[:2], 2, 3)
+            rest = tool_json(await call_tool(handlers, name, {**base, "limit": 2, "after": page["after"]}))
+            assert ([a["id"] for a in rest["annotations"]], rest["more"]) == (ids[2:4], 1)
+            last = tool_json(await call_tool(handlers, name, {**base, "after": rest["after"]}))
+            assert ([a["id"] for a in last["annotations"]], "more" in last, "after" in last) == (ids[4:], False, False)
             exact = tool_json(await call_tool(handlers, name, {**base, "limit": 5.0}))
             assert (exact["count"], "more" in exact) == (5, False)
             for bad in (0, -1, 2.5, 100_001):
@@ -407,7 +411,7 @@ async def test_a_large_result_goes_out_once_as_text_and_a_small_one_also_as_stru
         for i in range(300):
             body = {**ANNOTATION, "comment": f"{i} " + "x" * 1000}
             await writer.submit(CreateAnnotation.from_body(session["id"], body))
-        large = await call_tool(handlers, "agentation_get_all_pending", {})
+        large = await call_tool(handlers, "agentation_get_all_pending", {"limit": 1000})  # past the page budget
         assert len(tool_text(large)) > STRUCTURED_MAX_BYTES
         assert large.structured_content is None
         assert json.loads(tool_text(large))["count"] == 301

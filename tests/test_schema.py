@@ -144,6 +144,7 @@ def test_every_query_a_request_or_tool_call_runs_reads_through_an_index(opened: 
     """The real statements of each read, captured as they run, planned by SQLite: no table is scanned."""
     [(session, _)] = commit(opened.conn, CreateSession(url="http://localhost:3000/"))
     [(annotation, _)] = commit(opened.conn, CreateAnnotation.from_body(session["id"], ANNOTATION))
+    commit(opened.conn, CreateAnnotation.from_body(session["id"], ANNOTATION))  # pages of one leave one over
     ran: list[tuple[str, Any]] = []
 
     def record(cursor: apsw.Cursor, sql: str, bindings: Any) -> bool:
@@ -158,8 +159,11 @@ def test_every_query_a_request_or_tool_call_runs_reads_through_an_index(opened: 
     reads.annotations_by_id(reader, [annotation["id"]])
     reads.pending_annotations(reader, session["id"])
     reads.pending_annotations(reader, None)
-    reads.pending_page(reader, session["id"], 1)
-    reads.pending_page(reader, None, 1)
+    reads.pending_scan(reader, session["id"], None, 1)
+    reads.pending_scan(reader, None, None, 1)
+    position = ("2000-01-01T00:00:00.000Z", 1, 0, 1)
+    reads.pending_scan(reader, session["id"], position, 1)
+    reads.pending_scan(reader, None, position, 1)
     reads.events_after(reader, 0)
     reads.events_after(reader, 0, session_id=session["id"])
     reads.event_rows_after(reader, 0)

@@ -27,6 +27,15 @@ from ..store import reads
 from ..store.hub import Hub
 from ..store.reads import Reader
 from ..store.writer import Writer
+from .budget import (
+    RESULT_SIZE_META,
+    PageBudget,
+    cursor_argument,
+    decode_id,
+    decode_position,
+    id_cursor,
+    position_cursor,
+)
 from .write_order import CURRENT_TURN
 
 if TYPE_CHECKING:
@@ -53,6 +62,7 @@ class ToolSpec:
                 "required": list(self.required),
             },
             annotations=self.hints,
+            _meta=RESULT_SIZE_META,
         )
 
 
@@ -66,12 +76,13 @@ _KINDS = (
     "resized); placement and rearrange annotations carry their layout data."
 )
 _SOURCE = "When `sourceFile` is present it names the file and line that rendered the element: start there."
-DEFAULT_LIMIT = 1000
 MAX_LIMIT = 100_000
 _LIMIT = (
-    f"Optional: return at most this many (default {DEFAULT_LIMIT}, up to {MAX_LIMIT}); when there are more, "
-    "the result's `more` says how many were left out"
+    f"Optional: return at most this many (up to {MAX_LIMIT}), however long the result; by default a page "
+    "holds what fits in about 80,000 characters. When there are more, the result's `more` says how many "
+    "were left out and its `after` continues the list"
 )
+_AFTER = "Optional: the `after` value of the previous page, to get the annotations that follow it"
 # Above this size a result goes out as text only: one copy of the data, not two.
 STRUCTURED_MAX_BYTES = 256 * 1024
 
@@ -91,6 +102,7 @@ SPECS: tuple[ToolSpec, ...] = (
         {
             "sessionId": ("string", "Id of the session whose pending annotations to list"),
             "limit": ("number", _LIMIT),
+            "after": ("string", _AFTER),
         },
         ("sessionId",),
         _READ,
@@ -99,7 +111,7 @@ SPECS: tuple[ToolSpec, ...] = (
         "agentation_get_all_pending",
         f"Get the pending annotations of all sessions at once, feedback, placements and rearrangements alike. "
         f"{_KINDS} {_SOURCE}",
-        {"limit": ("number", _LIMIT)},
+        {"limit": ("number", _LIMIT), "after": ("string", _AFTER)},
         (),
         _READ,
     ),
@@ -230,22 +242,44 @@ def _text_result(data: JsonObject) -> ToolOutcome:
     return ToolOutcome(text, data if len(text) <= STRUCTURED_MAX_BYTES else None)
 
 
-def _limit(args: Mapping[str, Any]) -> int:
-    """The `limit` argument, checked; raises `InvalidInput`."""
+def _limit(args: Mapping[str, Any]) -> int | None:
+    """The `limit` argument, checked (None when absent); raises `InvalidInput`."""
     value = args.get("limit")
     if value is None:
-        return DEFAULT_LIMIT
+        return None
     if not (isinstance(value, int) or (isinstance(value, float) and value.is_integer())) or not 1 <= value <= MAX_LIMIT:
         raise InvalidInput("limit", f"limit must be a whole number from 1 to {MAX_LIMIT}.")
     return int(value)
 
 
-def pending_result(page: reads.Page) -> JsonObject:
-    """The pending tools' result: `more` only when some were left out, so it is unchanged for everyone else."""
-    out: JsonObject = {"count": len(page.annotations), "annotations": [agent_view(a) for a in page.annotations]}
+@dataclass(frozen=True, slots=True)
+class PendingPage:
+    """One page of pending annotations (agent views), how many follow it, and the cursor to them."""
+
+    views: list[JsonObject]
+    more: int
+    after: str | None
+
+
+def pending_result(page: PendingPage) -> JsonObject:
+    """The pending tools' result: `more` and `after` only when some were left out, so a list that fits
+    is answered as it always was."""
+    out: JsonObject = {"count": len(page.views), "annotations": page.views}
     if page.more:
         out["more"] = page.more
+        out["after"] = page.after
     return out
+
+
+def _page_of(annotations: list[JsonObject], limit: int | None) -> tuple[list[JsonObject], bool]:
+    """The first annotations of a list held in memory that fit the page: `limit` of them, or the budget's."""
+    if limit is not None:
+        return [agent_view(a) for a in annotations[:limit]], len(annotations) > limit
+    budget = PageBudget()
+    for annotation in annotations:
+        if not budget.take_view(agent_view(annotation)) and len(budget.views) > 1:
+            return budget.views[:-1], True
+    return budget.views, False
 
 
 def _error_result(text: str) -> ToolOutcome:
@@ -257,7 +291,10 @@ class ToolBackend(Protocol):
 
     async def list_sessions(self) -> list[JsonObject]: ...
     async def get_session(self, session_id: str) -> JsonObject: ...
-    async def pending(self, session_id: str | None, limit: int) -> reads.Page: ...
+    async def pending(self, session_id: str | None, limit: int | None, after: str | None) -> PendingPage:
+        """The page of pending annotations after the cursor `after`: `limit` of them, or what fits."""
+        ...
+
     async def get_annotation(self, annotation_id: str) -> JsonObject: ...
     async def submit(self, command: Command, queued: Callable[[], None] | None = None) -> None:
         """Carry out `command`; `queued` is called once later writes can no longer overtake it."""
@@ -278,8 +315,18 @@ class LocalBackend:
     async def get_session(self, session_id: str) -> JsonObject:
         return reads.get_session(self.reader, session_id)
 
-    async def pending(self, session_id: str | None, limit: int) -> reads.Page:
-        return reads.pending_page(self.reader, session_id, limit)
+    async def pending(self, session_id: str | None, limit: int | None, after: str | None) -> PendingPage:
+        position = decode_position(after) if after is not None else None
+        if limit is None:
+            budget = PageBudget()
+            take = lambda annotation: budget.take_view(agent_view(annotation))  # noqa: E731
+            scan = reads.pending_scan(self.reader, session_id, position, MAX_LIMIT, take)
+            views = budget.views[: len(scan.annotations)]
+        else:
+            scan = reads.pending_scan(self.reader, session_id, position, limit)
+            views = [agent_view(a) for a in scan.annotations]
+        last = position_cursor(scan.last) if scan.last is not None else None
+        return PendingPage(views, scan.more, last)
 
     async def get_annotation(self, annotation_id: str) -> JsonObject:
         return reads.get_annotation(self.reader, annotation_id)
@@ -305,9 +352,20 @@ class RemoteBackend:
     async def get_session(self, session_id: str) -> JsonObject:
         return await self.remote.get_session(session_id)
 
-    async def pending(self, session_id: str | None, limit: int) -> reads.Page:
+    async def pending(self, session_id: str | None, limit: int | None, after: str | None) -> PendingPage:
         pending = await self.remote.pending(session_id)
-        return reads.Page(pending[:limit], max(len(pending) - limit, 0))
+        if after is not None:
+            last_id = decode_id(after)
+            ids = [a["id"] for a in pending]
+            if last_id not in ids:
+                raise InvalidInput(
+                    "after",
+                    "The annotation that ended the previous page is no longer pending: list again without after.",
+                )
+            pending = pending[ids.index(last_id) + 1 :]
+        views, cut = _page_of(pending, limit)
+        more = len(pending) - len(views) if cut else 0
+        return PendingPage(views, more, id_cursor(views[-1]["id"]) if cut else None)
 
     async def get_annotation(self, annotation_id: str) -> JsonObject:
         return await self.remote.get_annotation(annotation_id)
@@ -351,10 +409,10 @@ def tool_handlers(backend: ToolBackend) -> dict[str, Handler]:
         return await backend.get_session(args["sessionId"])
 
     async def get_pending(args: Mapping[str, Any]) -> JsonObject:
-        return pending_result(await backend.pending(args["sessionId"], _limit(args)))
+        return pending_result(await backend.pending(args["sessionId"], _limit(args), cursor_argument(args)))
 
     async def get_all_pending(args: Mapping[str, Any]) -> JsonObject:
-        return pending_result(await backend.pending(None, _limit(args)))
+        return pending_result(await backend.pending(None, _limit(args), cursor_argument(args)))
 
     async def acknowledge(args: Mapping[str, Any]) -> JsonObject:
         return await carry_out(operations.acknowledge(args["annotationId"]))

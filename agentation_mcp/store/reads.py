@@ -8,7 +8,7 @@ long) comes out as our `StoreFault`, through `faults.mapped`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -148,30 +148,91 @@ def pending_annotations(src: Reader, session_id: str | None = None) -> list[Json
     return _annotations(src, _PENDING)
 
 
+Position = tuple[str, int, int, int]
+"""Where an annotation stands in the pending list: its session's `created_at` and rowid, its own
+`timestamp` and rowid (the list's sort keys, so a position stays meaningful after the annotation changes)."""
+
+_PENDING_ROWS = (
+    "SELECT s.created_at, s.rowid, a.timestamp, a.rowid, a.* "
+    "FROM annotations AS a JOIN sessions AS s ON s.id = a.session_id"
+)
+_ORDER = " ORDER BY s.created_at DESC, s.rowid DESC, a.timestamp, a.rowid"
+_SESSION_ORDER = " ORDER BY a.timestamp, a.rowid"
+# After a position, in list order: sessions newest first, then each session's annotations oldest first.
+_AFTER_IN_LIST = (
+    " AND (s.created_at < ? OR (s.created_at = ? AND (s.rowid < ? OR (s.rowid = ? AND "
+    "(a.timestamp > ? OR (a.timestamp = ? AND a.rowid > ?))))))"
+)
+_AFTER_IN_SESSION = " AND (a.timestamp > ? OR (a.timestamp = ? AND a.rowid > ?))"
+
+
 @dataclass(frozen=True, slots=True)
-class Page:
-    """The first annotations of a list, and how many more there are."""
+class Scan:
+    """The pending annotations a scan took, the position of the last one, and how many more follow it."""
 
     annotations: list[JsonObject]
+    last: Position | None
     more: int
 
 
-@mapped
-def pending_page(src: Reader, session_id: str | None, limit: int) -> Page:
-    """`pending_annotations`, at most `limit` of them, with the count of those left out."""
+def _pending_where(session_id: str | None, after: Position | None) -> tuple[str, list[Any], str]:
+    params: list[Any]
     if session_id is not None:
-        found = _annotations(src, f"{_PENDING_OF_SESSION} LIMIT ?", (session_id, limit))
-        total_sql, params = "SELECT COUNT(*) FROM annotations WHERE session_id = ? AND status = 'pending'", [session_id]
+        where, params, order = " WHERE a.session_id = ? AND a.status = 'pending'", [session_id], _SESSION_ORDER
+        if after is not None:
+            where += _AFTER_IN_SESSION
+            params += [after[2], after[2], after[3]]
     else:
-        found = _annotations(src, f"{_PENDING} LIMIT ?", (limit,))
-        total_sql = (
-            "SELECT COUNT(*) FROM annotations AS a JOIN sessions AS s ON s.id = a.session_id WHERE a.status = 'pending'"
-        )
-        params = []
-    if len(found) < limit:
-        return Page(found, 0)
-    total = src.conn.execute(total_sql, params).get
-    return Page(found, max(int(total) - len(found), 0) if isinstance(total, int) else 0)
+        where, params, order = " WHERE a.status = 'pending'", [], _ORDER
+        if after is not None:
+            where += _AFTER_IN_LIST
+            params += [after[0], after[0], after[1], after[1], after[2], after[2], after[3]]
+    return where, params, order
+
+
+@mapped
+def pending_scan(
+    src: Reader,
+    session_id: str | None,
+    after: Position | None,
+    limit: int,
+    take: Callable[[JsonObject], bool] | None = None,
+) -> Scan:
+    """Pending annotations in list order (of one session, or of all), from just after `after`.
+
+    Takes at most `limit`, and stops before the first one `take` refuses (it is asked about each in
+    turn; the first is taken whatever it answers, so every page moves on). Reading stops there too, so
+    a small page of a long list costs a small page.
+    """
+    where, params, order = _pending_where(session_id, after)
+    cursor = src.conn.execute(f"{_PENDING_ROWS}{where}{order} LIMIT ?", [*params, limit + 1])
+    try:
+        names = [d[0] for d in cursor.get_description()][4:]
+    except apsw.ExecutionCompleteError:
+        return Scan([], None, 0)
+    cache = src.cache
+    taken: list[JsonObject] = []
+    last: Position | None = None
+    cut = False
+    try:
+        for row in cursor:
+            stored = row[4:]
+            annotation = (
+                cache.build(names, stored) if cache else annotation_from_row(dict(zip(names, stored, strict=True)))
+            )
+            if len(taken) >= limit or (not (take is None or take(annotation)) and taken):
+                cut = True
+                break
+            taken.append(annotation)
+            last = (row[0], row[1], row[2], row[3])
+    finally:
+        cursor.close()
+    if not cut:
+        return Scan(taken, last, 0)
+    where, params, _ = _pending_where(session_id, last)
+    count_sql = "SELECT COUNT(*) FROM annotations AS a JOIN sessions AS s ON s.id = a.session_id"
+    remaining = src.conn.execute(f"{count_sql}{where}", params).get
+    return Scan(taken, last, int(remaining) if isinstance(remaining, int) else 0)
 
 
 def _event_from_row(row: Mapping[str, Any]) -> Event:
