@@ -7,14 +7,12 @@ with callbacks for what the server sends by itself (notifications, log messages)
 from __future__ import annotations
 
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 import httpx2
-import mcp_types as types
-from mcp.client.session import ClientSession
+from mcp.client.session import ClientSession, LoggingFnT, MessageHandlerFnT
 from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
 
@@ -30,22 +28,14 @@ SDK_CLIENT_GENERATORS = (
     ":pytest.PytestUnraisableExceptionWarning"
 )
 
-Incoming = Callable[[Any], Awaitable[None]]
-Logged = Callable[[types.LoggingMessageNotificationParams], Awaitable[None]]
-
-
-async def _ignore(message: Any) -> None:
-    return None
-
-
 @asynccontextmanager
 async def connect(
     transport: str,
     home: Path,
     url: str,
     *args: str,
-    incoming: Incoming = _ignore,
-    logged: Logged | None = None,
+    incoming: MessageHandlerFnT | None = None,
+    logged: LoggingFnT | None = None,
     **env: str,
 ) -> AsyncIterator[ClientSession]:
     """An initialized client session: on stdio, with a server process of its own on `home` (MCP only,
