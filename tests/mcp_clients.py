@@ -28,6 +28,7 @@ SDK_CLIENT_GENERATORS = (
     ":pytest.PytestUnraisableExceptionWarning"
 )
 
+
 @asynccontextmanager
 async def connect(
     transport: str,
