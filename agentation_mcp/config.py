@@ -117,6 +117,7 @@ class Settings:
     host: str | None = None  # None: loopback only
     mcp_only: bool = False
     http_only: bool = False  # HTTP alone, stdin never read: runs until a signal
+    channel: bool = False  # push each new annotation to the clients as a Claude Code channel message
     http_url: str | None = None  # set: the tools use that server's HTTP API
     api_key: str | None = None
     store_in_memory: bool = False
@@ -232,6 +233,7 @@ def parse_server_args(argv: Sequence[str], env: Mapping[str, str] | None = None)
         host = _host(env_host)
     mcp_only = False
     http_only = False
+    channel = False
     http_url: str | None = None
     api_key = env.get("AGENTATION_API_KEY") or None
     args = list(argv)
@@ -257,6 +259,8 @@ def parse_server_args(argv: Sequence[str], env: Mapping[str, str] | None = None)
             mcp_only = True
         elif arg == "--http-only":
             http_only = True
+        elif arg == "--channel":
+            channel = True
         else:
             raise ConfigError(f"Unknown option for 'server': {arg!r}. Run 'agentation-mcp help' for the options.")
         i += 1
@@ -264,6 +268,11 @@ def parse_server_args(argv: Sequence[str], env: Mapping[str, str] | None = None)
         raise ConfigError(
             "--http-only and --mcp-only cannot be used together: --http-only serves HTTP without MCP on stdio, "
             "--mcp-only MCP on stdio without HTTP."
+        )
+    if channel and http_url is not None:
+        raise ConfigError(
+            "--channel cannot be used with --http-url: the channel follows the local store's changes, "
+            "and with --http-url the tools work on another server."
         )
     if http_only and http_url is not None:
         raise ConfigError(
@@ -298,6 +307,7 @@ def parse_server_args(argv: Sequence[str], env: Mapping[str, str] | None = None)
         host=host,
         mcp_only=mcp_only,
         http_only=http_only,
+        channel=channel,
         http_url=http_url,
         api_key=api_key,
         store_in_memory=env.get("AGENTATION_STORE") == "memory",

@@ -24,8 +24,9 @@ from types import ModuleType
 import trio
 
 from .agent.direct_calls import DirectCalls
+from .agent.features import Features
 from .agent.stdio import serve_stdio
-from .agent.tools import Handler, build_handlers, build_remote_handlers, mcp_server_for
+from .agent.tools import Handler, LocalBackend, RemoteBackend, mcp_server_for, tool_handlers
 from .config import Settings, display_url
 from .models import Event, to_json
 from .store import connection, reads, schema, transactions
@@ -85,11 +86,16 @@ def _load_http() -> tuple[ModuleType, ModuleType]:
     return web_app, agent_http
 
 
-async def _run_http(settings: Settings, writer: Writer, hub: Hub, reader: Reader) -> None:
+async def _run_http(settings: Settings, writer: Writer, hub: Hub, reader: Reader, features: Features) -> None:
     """Import the HTTP side on a worker thread, so stdio answers meanwhile, then serve it with `/mcp` mounted."""
     web_app, agent_http = await trio.to_thread.run_sync(_load_http)
     mcp_app, manager = agent_http.build_http_mcp(
-        writer, hub, reader, idle_timeout=settings.mcp_idle_seconds, max_arguments=settings.max_body_bytes
+        writer,
+        hub,
+        reader,
+        idle_timeout=settings.mcp_idle_seconds,
+        max_arguments=settings.max_body_bytes,
+        features=features,
     )
     async with manager.run():
         await web_app.run_http(settings, writer, hub, reader, mcp_app)
@@ -123,7 +129,10 @@ async def _serve_remote(settings: Settings, http_url: str) -> bool:
             await front.start(_cancel_on_signal, front.cancel_scope)
             log.info("[MCP] Agentation MCP server started on stdio (tools on %s)", http_url)
             gc.freeze()
-            await _serve_tools(build_remote_handlers(remote), settings)
+            backend = RemoteBackend(remote)
+            features = Features(backend)
+            await front.start(features.run, None)
+            await _serve_tools(tool_handlers(backend), settings, features)
             stdin_closed = True
             front.cancel_scope.cancel()
     finally:
@@ -173,8 +182,11 @@ async def serve(settings: Settings) -> bool:
                         front.start_soon(hub.run_tail, partial(reads.data_version, reader))
                     if settings.event_log is not None:
                         await front.start(_log_events, hub, settings.event_log)
+                    backend = LocalBackend(writer, hub, reader)
+                    features = Features(backend, with_channel=settings.channel)
+                    await front.start(features.run, hub)
                     if not settings.mcp_only:
-                        front.start_soon(_run_http, settings, writer, hub, reader)
+                        front.start_soon(_run_http, settings, writer, hub, reader, features)
                     if settings.http_only:
                         log.info("[HTTP] Serving HTTP only: stdin is not read; stop with Ctrl-C or SIGTERM")
                         gc.freeze()
@@ -186,7 +198,7 @@ async def serve(settings: Settings) -> bool:
                     # Everything built so far (modules, the SDK's models) lives as long as the process:
                     # keep it out of the collector's full passes, which otherwise show up as latency spikes.
                     gc.freeze()
-                    await _serve_tools(build_handlers(writer, hub, reader), settings)
+                    await _serve_tools(tool_handlers(backend), settings, features)
                     stdin_closed = True
                     front.cancel_scope.cancel()
             finally:
@@ -200,10 +212,11 @@ async def serve(settings: Settings) -> bool:
     return stdin_closed
 
 
-async def _serve_tools(handlers: Mapping[str, Handler], settings: Settings) -> None:
-    """The tools on stdio: quick calls answered directly, the rest through the SDK."""
+async def _serve_tools(handlers: Mapping[str, Handler], settings: Settings, features: Features) -> None:
+    """The tools on stdio: quick calls answered directly, the rest (and every other feature) through the SDK."""
     limit = settings.max_body_bytes
-    await serve_stdio(mcp_server_for(handlers, max_arguments=limit), DirectCalls(handlers, max_arguments=limit))
+    server = mcp_server_for(handlers, max_arguments=limit, features=features)
+    await serve_stdio(server, DirectCalls(handlers, max_arguments=limit))
 
 
 def close_all(closers: list[Callable[[], object]]) -> None:

@@ -47,7 +47,10 @@ class PageBudget:
         """Whether `view` still fits; it is kept either way (the caller keeps only what it took)."""
         self.views.append(view)
         text = to_json(view, indent=2)
-        size = len(text) + self._indent * (text.count("\n") + 1) + 2
+        return self.take_size(len(text) + self._indent * (text.count("\n") + 1) + 2)
+
+    def take_size(self, size: int) -> bool:
+        """Whether `size` more characters still fit (they are counted either way)."""
         self.left -= size
         return self.left >= 0
 

@@ -12,6 +12,7 @@ from mcp.server.transport_security import TransportSecuritySettings
 from ..store.hub import Hub
 from ..store.reads import Reader
 from ..store.writer import Writer
+from .features import Features
 from .tools import DEFAULT_MAX_ARGUMENTS, build_mcp_server
 
 
@@ -22,6 +23,7 @@ def build_http_mcp(
     *,
     idle_timeout: float = 30 * 60,
     max_arguments: int = DEFAULT_MAX_ARGUMENTS,
+    features: Features | None = None,
 ) -> tuple[StreamableHTTPASGIApp, StreamableHTTPSessionManager]:
     """The ASGI app and its session manager, whose `run()` must be entered while the app serves.
 
@@ -29,7 +31,7 @@ def build_http_mcp(
     sessions idle for `idle_timeout` seconds are closed.
     """
     manager = StreamableHTTPSessionManager(
-        app=build_mcp_server(writer, hub, reader, max_arguments=max_arguments),
+        app=build_mcp_server(writer, hub, reader, max_arguments=max_arguments, features=features),
         security_settings=TransportSecuritySettings(enable_dns_rebinding_protection=False),
         session_idle_timeout=idle_timeout,
     )

@@ -36,10 +36,12 @@ from .budget import (
     id_cursor,
     position_cursor,
 )
+from .progress import reporting_progress
 from .write_order import CURRENT_TURN
 
 if TYPE_CHECKING:
     from ..clients.remote import AsyncRemoteClient
+    from .features import Features
 
 Handler = Callable[[Mapping[str, Any]], Awaitable[JsonObject]]
 
@@ -483,14 +485,21 @@ async def call_tool(
 
 
 def build_mcp_server(
-    writer: Writer, hub: Hub, reader: Reader, *, max_arguments: int = DEFAULT_MAX_ARGUMENTS
+    writer: Writer,
+    hub: Hub,
+    reader: Reader,
+    *,
+    max_arguments: int = DEFAULT_MAX_ARGUMENTS,
+    features: Features | None = None,
 ) -> Server[Any]:
     """A fresh MCP server with the nine tools on the local store; one per stdio or HTTP session is fine."""
-    return mcp_server_for(build_handlers(writer, hub, reader), max_arguments=max_arguments)
+    return mcp_server_for(build_handlers(writer, hub, reader), max_arguments=max_arguments, features=features)
 
 
-def mcp_server_for(handlers: Mapping[str, Handler], *, max_arguments: int = DEFAULT_MAX_ARGUMENTS) -> Server[Any]:
-    """A fresh MCP server with the nine tools carried out by `handlers`."""
+def mcp_server_for(
+    handlers: Mapping[str, Handler], *, max_arguments: int = DEFAULT_MAX_ARGUMENTS, features: Features | None = None
+) -> Server[Any]:
+    """A fresh MCP server with the nine tools carried out by `handlers`, and `features` besides them."""
     tools = [spec.to_tool() for spec in SPECS]
 
     async def on_list_tools(
@@ -499,11 +508,14 @@ def mcp_server_for(handlers: Mapping[str, Handler], *, max_arguments: int = DEFA
         return types.ListToolsResult(tools=tools)
 
     async def on_call_tool(ctx: ServerRequestContext[Any], params: types.CallToolRequestParams) -> types.CallToolResult:
-        outcome = await call_tool(handlers, params.name, params.arguments, max_bytes=max_arguments)
+        async with reporting_progress(ctx, params.name, params.arguments):
+            outcome = await call_tool(handlers, params.name, params.arguments, max_bytes=max_arguments)
         return outcome.to_result()
 
     server = Server("agentation", version=__version__, on_list_tools=on_list_tools, on_call_tool=on_call_tool)
     # The SDK wraps every request in an OpenTelemetry span by default; with no exporter installed that is
     # a fifth of a tool call's CPU spent on nothing. The SDK documents emptying this list as the opt-out.
     server.middleware.clear()
+    if features is not None:
+        features.install(server)
     return server

@@ -70,7 +70,7 @@ class _Line(logging.LogRecord):
 
 SERVER_HELP = """\
 usage: agentation-mcp server [--port PORT] [--host ADDRESS] [--mcp-only | --http-only] [--http-url URL]
-                             [--api-key KEY]
+                             [--api-key KEY] [--channel]
 
 Serve the nine MCP tools on stdio (for Claude Code and other MCP clients) and, on
 127.0.0.1:PORT, the toolbar's HTTP API, its SSE streams and the tools over
@@ -92,6 +92,8 @@ options:
   --api-key KEY     with --http-url: the access key sent to that server as x-api-key; otherwise
                     cloud mode: proxy the toolbar's routes to the cloud API with this key (or
                     AGENTATION_API_KEY)
+  --channel         push each new annotation (from any process on the store) to the MCP
+                    clients as a Claude Code channel message (notifications/claude/channel)
 
 environment: AGENTATION_STORE=memory, AGENTATION_EVENT_RETENTION_DAYS, AGENTATION_CORS_ORIGINS,
 AGENTATION_ACCESS_KEY, AGENTATION_MAX_BODY_BYTES, AGENTATION_WEBHOOK_URL(S); see the README.

@@ -1,0 +1,147 @@
+"""The resources: annotations as Markdown documents a client attaches to a conversation (Claude Code:
+`@agentation:agentation://pending`).
+
+- `agentation://pending`: every pending annotation, a page within the output budget;
+- `agentation://sessions`: every session;
+- `agentation://sessions/{sessionId}`: one session with its annotations (also listed, one per session);
+- `agentation://annotations/{annotationId}`: one annotation with its thread.
+
+`resources/subscribe` marks a URI for `notifications/resources/updated`; `pushes` sends those, and
+`notifications/resources/list_changed` when a session is created.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import mcp_types as types
+from mcp.server.context import ServerRequestContext
+from mcp.shared.exceptions import MCPError
+
+from ..errors import AgentationError, AnnotationNotFound, SessionNotFound
+from . import text
+from .budget import DEFAULT_BUDGET
+from .peers import Peers
+
+if TYPE_CHECKING:
+    from .tools import ToolBackend
+
+RESOURCE_NOT_FOUND = -32002
+INVALID_PARAMS = -32602
+SCHEME = "agentation://"
+PENDING = "agentation://pending"
+SESSIONS = "agentation://sessions"
+SESSION_PREFIX = "agentation://sessions/"
+ANNOTATION_PREFIX = "agentation://annotations/"
+
+FIXED = (
+    types.Resource(
+        name="pending",
+        title="Pending annotations",
+        uri=PENDING,
+        description="Every annotation nobody has acknowledged, resolved or dismissed yet, newest page first.",
+        mime_type=text.MIME_TYPE,
+    ),
+    types.Resource(
+        name="sessions",
+        title="Annotation sessions",
+        uri=SESSIONS,
+        description="Every annotated page, newest first, with its session id.",
+        mime_type=text.MIME_TYPE,
+    ),
+)
+TEMPLATES = (
+    types.ResourceTemplate(
+        name="session",
+        title="One session",
+        uri_template=SESSION_PREFIX + "{sessionId}",
+        description="One annotated page with all its annotations and their threads.",
+        mime_type=text.MIME_TYPE,
+    ),
+    types.ResourceTemplate(
+        name="annotation",
+        title="One annotation",
+        uri_template=ANNOTATION_PREFIX + "{annotationId}",
+        description="One annotation with its thread.",
+        mime_type=text.MIME_TYPE,
+    ),
+)
+
+
+def uris_touched(event_type: str, session_id: str, annotation_id: str | None) -> list[str]:
+    """The resources an event changes."""
+    uris = [SESSION_PREFIX + session_id]
+    if event_type.startswith("session."):
+        uris.append(SESSIONS)
+    if event_type.startswith(("annotation.", "thread.")):
+        uris.append(PENDING)
+        if annotation_id:
+            uris.append(ANNOTATION_PREFIX + annotation_id)
+    return uris
+
+
+class Resources:
+    """The resource handlers, reading through `backend` (the local store or another server)."""
+
+    def __init__(self, backend: ToolBackend, peers: Peers) -> None:
+        self._backend = backend
+        self._peers = peers
+
+    async def list(
+        self, ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
+    ) -> types.ListResourcesResult:
+        sessions = [
+            types.Resource(
+                name=f"session {s['id']}",
+                title=f"Annotations on {s['url']}",
+                uri=SESSION_PREFIX + str(s["id"]),
+                description=f"The session of {s['url']}, created {s['createdAt']}.",
+                mime_type=text.MIME_TYPE,
+            )
+            for s in await self._backend.list_sessions()
+        ]
+        return types.ListResourcesResult(resources=[*FIXED, *sessions])
+
+    async def templates(
+        self, ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
+    ) -> types.ListResourceTemplatesResult:
+        return types.ListResourceTemplatesResult(resource_templates=list(TEMPLATES))
+
+    async def read(
+        self, ctx: ServerRequestContext[Any], params: types.ReadResourceRequestParams
+    ) -> types.ReadResourceResult:
+        uri = str(params.uri)
+        try:
+            body = await self._document(uri)
+        except (SessionNotFound, AnnotationNotFound) as exc:
+            raise MCPError(RESOURCE_NOT_FOUND, f"Resource not found: {uri} ({exc})", {"uri": uri}) from None
+        except AgentationError as exc:
+            raise MCPError(INVALID_PARAMS, str(exc)) from None
+        return types.ReadResourceResult(
+            contents=[types.TextResourceContents(uri=uri, mime_type=text.MIME_TYPE, text=body)]
+        )
+
+    async def _document(self, uri: str) -> str:
+        if uri == PENDING:
+            page = await self._backend.pending(None, None, None)
+            return text.pending_document(page.views, page.more, page.after)
+        if uri == SESSIONS:
+            return text.sessions_document(await self._backend.list_sessions())
+        if uri.startswith(SESSION_PREFIX) and len(uri) > len(SESSION_PREFIX):
+            return text.session_document(await self._backend.get_session(uri[len(SESSION_PREFIX) :]), DEFAULT_BUDGET)
+        if uri.startswith(ANNOTATION_PREFIX) and len(uri) > len(ANNOTATION_PREFIX):
+            annotation = await self._backend.get_annotation(uri[len(ANNOTATION_PREFIX) :])
+            return "# Annotation\n\n" + text.annotation_block(annotation, heading="##")
+        raise MCPError(RESOURCE_NOT_FOUND, f"Resource not found: {uri}", {"uri": uri})
+
+    async def subscribe(
+        self, ctx: ServerRequestContext[Any], params: types.SubscribeRequestParams
+    ) -> types.EmptyResult:
+        self._peers.peer(ctx).subscriptions.add(str(params.uri))
+        return types.EmptyResult()
+
+    async def unsubscribe(
+        self, ctx: ServerRequestContext[Any], params: types.UnsubscribeRequestParams
+    ) -> types.EmptyResult:
+        self._peers.peer(ctx).subscriptions.discard(str(params.uri))
+        return types.EmptyResult()
