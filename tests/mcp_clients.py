@@ -7,11 +7,13 @@ with callbacks for what the server sends by itself (notifications, log messages)
 from __future__ import annotations
 
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx2
+from mcp.client.extension import NotificationBinding
 from mcp.client.session import ClientSession, LoggingFnT, MessageHandlerFnT
 from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
@@ -37,6 +39,7 @@ async def connect(
     *args: str,
     incoming: MessageHandlerFnT | None = None,
     logged: LoggingFnT | None = None,
+    bindings: Sequence[NotificationBinding[Any]] = (),
     **env: str,
 ) -> AsyncIterator[ClientSession]:
     """An initialized client session: on stdio, with a server process of its own on `home` (MCP only,
@@ -45,7 +48,9 @@ async def connect(
         params = server_params(home, "--mcp-only", *args, **env)
         async with (
             stdio_client(params, errlog=sys.stderr) as (read, write),
-            ClientSession(read, write, message_handler=incoming, logging_callback=logged) as session,
+            ClientSession(
+                read, write, message_handler=incoming, logging_callback=logged, notification_bindings=bindings
+            ) as session,
         ):
             await session.initialize()
             yield session
@@ -53,7 +58,9 @@ async def connect(
         async with (
             httpx2.AsyncClient(timeout=httpx2.Timeout(60, read=300)) as http,
             streamable_http_client(f"{url}/mcp", http_client=http) as (read, write),
-            ClientSession(read, write, message_handler=incoming, logging_callback=logged) as session,
+            ClientSession(
+                read, write, message_handler=incoming, logging_callback=logged, notification_bindings=bindings
+            ) as session,
         ):
             await session.initialize()
             yield session

@@ -44,10 +44,12 @@ def progress_message(waited: float, timeout: float) -> str:
 
 async def _report(ctx: ServerRequestContext[Any], timeout: float, total: float) -> None:
     started = trio.current_time()
+    ticks = 0
     while True:
-        await trio.sleep(INTERVAL)
-        waited = trio.current_time() - started
-        message = progress_message(min(waited, timeout), timeout) if waited <= timeout else "collecting the batch"
+        ticks += 1
+        await trio.sleep_until(started + ticks * INTERVAL)  # on the beat, however long each send took
+        waited = ticks * INTERVAL
+        message = progress_message(waited, timeout) if waited <= timeout else "collecting the batch"
         await ctx.session.report_progress(min(waited, total), total, message)
 
 
