@@ -58,6 +58,7 @@ def test_unknown_command_exits_2_with_a_hint(capsys: pytest.CaptureFixture[str])
         (["--host", "not a host!"], "--host must be an IP address or a host name"),
         (["--http-url", "ftp://x"], "--http-url must be an http:// or https:// URL"),
         (["--verbose"], "Unknown option for 'server': '--verbose'."),
+        (["--channel", "--mcp-only", "--http-url", "http://h:4747"], "--channel cannot be used with --http-url"),
     ],
 )
 def test_bad_server_options_are_named(argv: list[str], message: str) -> None:
@@ -76,6 +77,8 @@ def test_server_options_and_environment() -> None:
     settings = parse_server_args(["--port", "8080", "--mcp-only", "--api-key=k"], env)
     assert (settings.port, settings.host, settings.mcp_only, settings.api_key) == (8080, "0.0.0.0", True, "k")
     assert settings.store_in_memory
+    assert not settings.channel
+    assert parse_server_args(["--channel"], env).channel
     assert settings.store_path == Path("/h/.agentation/store.db")
     assert settings.event_retention_days == 3
     defaults = parse_server_args([], {"HOME": "/h", "AGENTATION_EVENT_RETENTION_DAYS": "-1"})

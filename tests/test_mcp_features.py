@@ -274,3 +274,27 @@ async def test_log_lines_reach_the_client_at_its_level(served: ServerProcess, tr
         ("warning", "[Store] Writes are waiting: another process holds the store's write lock")
     ]
     assert json.dumps(lines)
+
+
+async def test_a_port_takeover_is_logged_to_a_client_that_asked_for_info(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    owner = ServerProcess(home).wait_listening()
+    lines: list[str] = []
+    took_over = trio.Event()
+
+    async def logged(params: types.LoggingMessageNotificationParams) -> None:
+        lines.append(str(params.data))
+        if "listening" in str(params.data):
+            took_over.set()
+
+    try:
+        with trio.fail_after(60):
+            async with connect("stdio", home, "", "--port", str(owner.port), http=True, logged=logged) as client:
+                await client.set_logging_level("info")
+                # Its first bind failed (the owner has the port); once the owner exits it binds, and says so.
+                assert await trio.to_thread.run_sync(owner.stop) == 0
+                await took_over.wait()
+    finally:
+        if owner.proc.poll() is None:
+            owner.stop()
+    assert f"[HTTP] Agentation server listening on http://localhost:{owner.port}" in lines
