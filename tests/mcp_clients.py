@@ -40,13 +40,13 @@ async def connect(
     incoming: MessageHandlerFnT | None = None,
     logged: LoggingFnT | None = None,
     bindings: Sequence[NotificationBinding[Any]] = (),
-    http: bool = False,
+    with_http: bool = False,
     **env: str,
 ) -> AsyncIterator[ClientSession]:
     """An initialized client session: on stdio, with a server process of its own on `home` (MCP only,
-    started with `args`; with `http`, serving HTTP too); over HTTP, on the `/mcp` of the server at `url`."""
+    started with `args`; with `with_http`, serving HTTP too); over HTTP, on the `/mcp` of the server at `url`."""
     if transport == "stdio":
-        params = server_params(home, *(() if http else ("--mcp-only",)), *args, **env)
+        params = server_params(home, *(() if with_http else ("--mcp-only",)), *args, **env)
         async with (
             stdio_client(params, errlog=sys.stderr) as (read, write),
             ClientSession(

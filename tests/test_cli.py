@@ -78,7 +78,7 @@ def test_server_options_and_environment() -> None:
     assert (settings.port, settings.host, settings.mcp_only, settings.api_key) == (8080, "0.0.0.0", True, "k")
     assert settings.store_in_memory
     assert not settings.channel
-    assert parse_server_args(["--channel"], env).channel
+    assert parse_server_args(["--channel"], {"HOME": "/h"}).channel
     assert settings.store_path == Path("/h/.agentation/store.db")
     assert settings.event_retention_days == 3
     defaults = parse_server_args([], {"HOME": "/h", "AGENTATION_EVENT_RETENTION_DAYS": "-1"})

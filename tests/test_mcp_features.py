@@ -289,7 +289,7 @@ async def test_a_port_takeover_is_logged_to_a_client_that_asked_for_info(tmp_pat
 
     try:
         with trio.fail_after(60):
-            async with connect("stdio", home, "", "--port", str(owner.port), http=True, logged=logged) as client:
+            async with connect("stdio", home, "", "--port", str(owner.port), with_http=True, logged=logged) as client:
                 await client.set_logging_level("info")
                 # Its first bind failed (the owner has the port); once the owner exits it binds, and says so.
                 assert await trio.to_thread.run_sync(owner.stop) == 0
