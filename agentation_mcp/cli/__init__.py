@@ -40,6 +40,7 @@ Annotations (on the local store, or on a server with --http-url URL [--api-key K
   Add --json for machine-readable output. Exit codes: 0 ok, 1 not found or refused, 2 usage.
 
   help              Show this text (also --help, -h)
+  --version         Print the installed version (also -V)
 
 Register with Claude Code (works from any shell):
   {register_command()}
@@ -51,6 +52,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = args[0] if args else "help"
     if command in ("help", "--help", "-h"):
         sys.stdout.write(usage())
+        return 0
+    if command in ("--version", "-V"):
+        sys.stdout.write(f"agentation-mcp {__version__}\n")
         return 0
     if command == "server":
         from .server import run_server

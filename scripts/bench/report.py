@@ -42,16 +42,21 @@ def machine(ctx: Context, npm_note: str) -> dict[str, Any]:
         "platform": platform.platform(),
         "python": platform.python_version(),
         "packages": versions,
-        "ours": " ".join(ctx.targets[0].argv),
+        "ours": f"agentation-mcp {versions['agentation-mcp']} ({_by_name(ctx.targets[0].argv)})",
         "node": "-",
-        "npm": npm_note,
+        "npm": "not run" if os.sep in npm_note else npm_note,
         "command": shlex.join([Path(sys.executable).name, "-m", "scripts.bench", *sys.argv[1:]]),
     }
     npm = next((t for t in ctx.targets if t.name == "npm"), None)
     if npm is not None:
         info["node"] = _node_version(npm)
-        info["npm"] = f"agentation-mcp {_package_version(Path(npm.argv[1]))} ({npm.argv[1]})"
+        info["npm"] = f"agentation-mcp {_package_version(Path(npm.argv[1]))} ({_by_name(npm.argv)})"
     return info
+
+
+def _by_name(argv: Sequence[str]) -> str:
+    """A command line with its files named by their names alone: the results hold no path of this machine."""
+    return " ".join(Path(arg).name if os.sep in arg else arg for arg in argv)
 
 
 def _node_version(target: Target) -> str:
