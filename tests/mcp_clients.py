@@ -26,7 +26,7 @@ TRANSPORTS = ("stdio", "http")
 # when a session closes; those warnings are the client's, not the server's.
 SDK_CLIENT_GENERATORS = (
     "ignore:Exception ignored in. <async_generator object "
-    "(EventSource.__aiter__|PoolByteStream.__aiter__|Response.aiter_bytes|Response.aiter_text) "
+    "(EventSource.__aiter__|\\w*ByteStream.__aiter__|Response.aiter_bytes|Response.aiter_text) "
     ":pytest.PytestUnraisableExceptionWarning"
 )
 

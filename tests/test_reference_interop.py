@@ -33,6 +33,10 @@ def _reference(home: Path, port: int) -> subprocess.Popen[bytes]:
     node = shutil.which("node")
     if node is None or not REF_CLI.is_file():
         pytest.skip("the npm reference is not installed (set AGENTATION_REF_CLI)")
+    # Without its native SQLite module the reference falls back to a memory store, which shares nothing.
+    native = REF_CLI.parents[2] / "better-sqlite3" / "build" / "Release" / "better_sqlite3.node"
+    if not native.is_file():
+        pytest.skip(f"the npm reference's better-sqlite3 is not built ({native}): run scripts/install-reference")
     return subprocess.Popen(
         [node, str(REF_CLI), "server", "--port", str(port)],
         env=server_env(home),

@@ -18,6 +18,7 @@ from agentation_mcp.models import Event
 from agentation_mcp.web import sse
 
 from .conftest import ANNOTATION, ServerProcess, commit_to_file, stream, tool_json
+from .mcp_clients import SDK_CLIENT_GENERATORS
 
 pytestmark = pytest.mark.anyio
 
@@ -225,15 +226,6 @@ async def _read_event_ids(sock: trio.socket.SocketType, *, until: int) -> list[i
             break
         body += more
     return ids
-
-
-# The SDK's Streamable HTTP client leaves httpx2's stream generators to the garbage collector
-# when a session closes; those warnings are the client's, not the server's.
-SDK_CLIENT_GENERATORS = (
-    "ignore:Exception ignored in. <async_generator object "
-    "(EventSource.__aiter__|PoolByteStream.__aiter__|Response.aiter_bytes|Response.aiter_text) "
-    ":pytest.PytestUnraisableExceptionWarning"
-)
 
 
 @pytest.mark.filterwarnings(SDK_CLIENT_GENERATORS)
