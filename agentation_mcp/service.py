@@ -9,6 +9,12 @@
 stdin EOF, SIGTERM or SIGINT cancel the front ends, which frees the port;
 the writer is then closed, commits what is queued, and the connections are
 closed. With `--http-only` stdin is never read: only a signal stops it.
+
+Start-up order: stdio answers first. The MCP SDK is not imported before it
+(see `agent.stdio`); the HTTP side, which needs the SDK for `/mcp`, is
+imported on a worker thread once the client's first message is answered, or
+after `HTTP_WAIT` seconds without one (at once when no MCP client can be on
+stdin).
 """
 
 from __future__ import annotations
@@ -23,10 +29,9 @@ from types import ModuleType
 
 import trio
 
-from .agent.direct_calls import DirectCalls
 from .agent.features import Features
-from .agent.stdio import serve_stdio
-from .agent.tools import Handler, LocalBackend, RemoteBackend, mcp_server_for, tool_handlers
+from .agent.stdio import load_sdk, pollable, serve_stdio
+from .agent.tools import Handler, LocalBackend, RemoteBackend, tool_handlers
 from .config import Settings, display_url
 from .models import Event, to_json
 from .store import connection, reads, schema, transactions
@@ -36,6 +41,7 @@ from .store.reads import Reader
 from .store.writer import Writer, run_writer
 
 log = logging.getLogger("agentation_mcp")
+HTTP_WAIT = 0.5  # seconds the HTTP side waits for stdio's first answer before it loads anyway
 
 
 async def _cancel_on_signal(
@@ -80,14 +86,20 @@ async def _log_events(hub: Hub, path: Path, task_status: trio.TaskStatus[None] =
 
 def _load_http() -> tuple[ModuleType, ModuleType]:
     """The HTTP side and the `/mcp` app's module: the one deliberate lazy import, so stdio answers first."""
+    load_sdk()  # under its lock: the stdio front end may be loading the SDK on a thread of its own
     from .agent import http as agent_http
     from .web import app as web_app
 
     return web_app, agent_http
 
 
-async def _run_http(settings: Settings, writer: Writer, hub: Hub, reader: Reader, features: Features) -> None:
-    """Import the HTTP side on a worker thread, so stdio answers meanwhile, then serve it with `/mcp` mounted."""
+async def _run_http(
+    settings: Settings, writer: Writer, hub: Hub, reader: Reader, features: Features, begin: trio.Event
+) -> None:
+    """Once `begin` is set (or after `HTTP_WAIT`), import the HTTP side on a worker thread, so stdio answers
+    meanwhile, then serve it with `/mcp` mounted."""
+    with trio.move_on_after(HTTP_WAIT):
+        await begin.wait()
     web_app, agent_http = await trio.to_thread.run_sync(_load_http)
     mcp_app, manager = agent_http.build_http_mcp(
         writer,
@@ -132,7 +144,7 @@ async def _serve_remote(settings: Settings, http_url: str) -> bool:
             backend = RemoteBackend(remote)
             features = Features(backend)
             await front.start(features.run, None)
-            await _serve_tools(tool_handlers(backend), settings, features)
+            await _serve_tools(tool_handlers(backend), settings, features, trio.Event())
             stdin_closed = True
             front.cancel_scope.cancel()
     finally:
@@ -185,8 +197,11 @@ async def serve(settings: Settings) -> bool:
                     backend = LocalBackend(writer, hub, reader)
                     features = Features(backend, with_channel=settings.channel)
                     await front.start(features.run, hub)
+                    stdio_answered = trio.Event()
+                    if settings.http_only or not pollable(0):
+                        stdio_answered.set()  # no MCP client to answer first
                     if not settings.mcp_only:
-                        front.start_soon(_run_http, settings, writer, hub, reader, features)
+                        front.start_soon(_run_http, settings, writer, hub, reader, features, stdio_answered)
                     if settings.http_only:
                         log.info("[HTTP] Serving HTTP only: stdin is not read; stop with Ctrl-C or SIGTERM")
                         gc.freeze()
@@ -198,7 +213,7 @@ async def serve(settings: Settings) -> bool:
                     # Everything built so far (modules, the SDK's models) lives as long as the process:
                     # keep it out of the collector's full passes, which otherwise show up as latency spikes.
                     gc.freeze()
-                    await _serve_tools(tool_handlers(backend), settings, features)
+                    await _serve_tools(tool_handlers(backend), settings, features, stdio_answered)
                     stdin_closed = True
                     front.cancel_scope.cancel()
             finally:
@@ -212,11 +227,12 @@ async def serve(settings: Settings) -> bool:
     return stdin_closed
 
 
-async def _serve_tools(handlers: Mapping[str, Handler], settings: Settings, features: Features) -> None:
-    """The tools on stdio: quick calls answered directly, the rest (and every other feature) through the SDK."""
-    limit = settings.max_body_bytes
-    server = mcp_server_for(handlers, max_arguments=limit, features=features)
-    await serve_stdio(server, DirectCalls(handlers, max_arguments=limit))
+async def _serve_tools(
+    handlers: Mapping[str, Handler], settings: Settings, features: Features, answered: trio.Event
+) -> None:
+    """The tools on stdio: the handshake and quick calls answered directly, the rest (and every other
+    feature) through the SDK once needed; `answered` is set once the client's first message is answered."""
+    await serve_stdio(handlers, features, max_arguments=settings.max_body_bytes, answered=answered.set)
 
 
 def close_all(closers: list[Callable[[], object]]) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import trio
 
-from agentation_mcp.agent.stdio import INVALID_PARAMS, INVALID_REQUEST, PARSE_ERROR, refusal_for
+from agentation_mcp.agent.sdk_stdio import INVALID_PARAMS, INVALID_REQUEST, PARSE_ERROR, refusal_for
 from agentation_mcp.commands import CreateAnnotation, CreateSession
 from agentation_mcp.store import reads
 
