@@ -81,7 +81,9 @@ async def test_each_answer_is_the_line_the_sdk_sends(opened: Store, version: str
             assert requested_version(message["params"]) == version
             assert answers.initialize("init-1", version) == await sdk(message)
             await sdk({"jsonrpc": "2.0", "method": "notifications/initialized"})
-            for request_id, rest in [(1, {}), ("two", {"params": {}}), (2**53, {"params": None})]:
+            ids: list[int | str] = [1, "two", 2**53]
+            params: list[dict[str, Any]] = [{}, {"params": {}}, {"params": None}]
+            for request_id, rest in zip(ids, params, strict=True):
                 listing = request(request_id, "tools/list", **rest)
                 assert no_params(listing)
                 assert answers.tools_list(request_id) == await sdk(listing)
