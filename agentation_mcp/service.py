@@ -11,10 +11,10 @@ the writer is then closed, commits what is queued, and the connections are
 closed. With `--http-only` stdin is never read: only a signal stops it.
 
 Start-up order: stdio answers first. The MCP SDK is not imported before it
-(see `agent.stdio`); the HTTP side, which needs the SDK for `/mcp`, is
-imported on a worker thread once the client's first message is answered, or
-after `HTTP_WAIT` seconds without one (at once when no MCP client can be on
-stdin).
+(see `agent.stdio`). The HTTP side is imported on a worker thread once the
+client's first message is answered, or after `HTTP_WAIT` seconds without one
+(at once when no MCP client can be on stdin); its `/mcp` app, which needs the
+SDK, is built by the first request to `/mcp`.
 """
 
 from __future__ import annotations
@@ -22,10 +22,11 @@ from __future__ import annotations
 import gc
 import logging
 import signal
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from functools import partial
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import trio
 
@@ -84,33 +85,76 @@ async def _log_events(hub: Hub, path: Path, task_status: trio.TaskStatus[None] =
             out.flush()
 
 
-def _load_http() -> tuple[ModuleType, ModuleType]:
-    """The HTTP side and the `/mcp` app's module: the one deliberate lazy import, so stdio answers first."""
-    load_sdk()  # under its lock: the stdio front end may be loading the SDK on a thread of its own
-    from .agent import http as agent_http
+def _load_http() -> ModuleType:
+    """The HTTP side: one of the two deliberate lazy imports, so stdio answers first."""
     from .web import app as web_app
 
-    return web_app, agent_http
+    return web_app
+
+
+def _load_mcp_app() -> ModuleType:
+    """The `/mcp` app's module, which loads the SDK: the other lazy import, made by `/mcp`'s first request."""
+    load_sdk()  # under its lock: the stdio front end may be loading the SDK on a thread of its own
+    from .agent import http as agent_http
+
+    return agent_http
+
+
+Asgi = Callable[[dict[str, Any], Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]], Awaitable[None]]
+
+
+class _McpOnDemand:
+    """The `/mcp` app, built by its first request: the SDK loads on a worker thread then, not at start-up.
+
+    Its session manager runs in `nursery` from then on, as long as the HTTP side does.
+    """
+
+    def __init__(self, nursery: trio.Nursery, build: Callable[[ModuleType], tuple[Asgi, Any]]) -> None:
+        self._nursery = nursery
+        self._build = build
+        self._app: Asgi | None = None
+        self._lock = trio.Lock()
+
+    async def __call__(
+        self, scope: dict[str, Any], receive: Callable[[], Awaitable[Any]], send: Callable[[Any], Awaitable[None]]
+    ) -> None:
+        if self._app is None:
+            async with self._lock:
+                if self._app is None:
+                    self._app = await self._nursery.start(self._serve)
+        await self._app(scope, receive, send)
+
+    async def _serve(self, task_status: trio.TaskStatus[Asgi]) -> None:
+        agent_http = await trio.to_thread.run_sync(_load_mcp_app)
+        app, manager = self._build(agent_http)
+        async with manager.run():
+            task_status.started(app)
+            await trio.sleep_forever()
 
 
 async def _run_http(
     settings: Settings, writer: Writer, hub: Hub, reader: Reader, features: Features, begin: trio.Event
 ) -> None:
     """Once `begin` is set (or after `HTTP_WAIT`), import the HTTP side on a worker thread, so stdio answers
-    meanwhile, then serve it with `/mcp` mounted."""
+    meanwhile, then serve it with `/mcp` mounted (built by its first request)."""
     with trio.move_on_after(HTTP_WAIT):
         await begin.wait()
-    web_app, agent_http = await trio.to_thread.run_sync(_load_http)
-    mcp_app, manager = agent_http.build_http_mcp(
-        writer,
-        hub,
-        reader,
-        idle_timeout=settings.mcp_idle_seconds,
-        max_arguments=settings.max_body_bytes,
-        features=features,
-    )
-    async with manager.run():
-        await web_app.run_http(settings, writer, hub, reader, mcp_app)
+    web_app = await trio.to_thread.run_sync(_load_http)
+
+    def build(agent_http: ModuleType) -> tuple[Asgi, Any]:
+        app, manager = agent_http.build_http_mcp(
+            writer,
+            hub,
+            reader,
+            idle_timeout=settings.mcp_idle_seconds,
+            max_arguments=settings.max_body_bytes,
+            features=features,
+        )
+        return app, manager
+
+    async with trio.open_nursery() as nursery:
+        await web_app.run_http(settings, writer, hub, reader, _McpOnDemand(nursery, build))
+        nursery.cancel_scope.cancel()
 
 
 def _raise_unusable(exc: Exception, location: StoreLocation) -> None:
