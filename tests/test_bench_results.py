@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-
-from scripts.bench.report import _by_name
 
 RESULTS = Path(__file__).parent.parent / "docs" / "bench-results.json"
 MACHINE_PATH = re.compile(r"(?<![\w.])/(?:home|root|tmp|work|usr|opt|var|Users|private|mnt|srv)/|site-packages|\.venv")
@@ -32,10 +32,14 @@ def test_the_committed_results_hold_no_path_of_a_machine() -> None:
 
 
 def test_a_command_line_is_recorded_with_its_files_by_name() -> None:
-    argv = [
-        "/usr/bin/node",
-        "/home/me/.cache/agentation-mcp/reference/node_modules/agentation-mcp/dist/cli.js",
-        "server",
-    ]
-    assert _by_name(argv) == "node cli.js server"
-    assert not MACHINE_PATH.search(_by_name(["/opt/tools/.venv/bin/agentation-mcp", "server"]))
+    """What the bench's report writes for a target's command (scripts/ is run from the repository root)."""
+    cli = "/home/me/.cache/agentation-mcp/reference/node_modules/agentation-mcp/dist/cli.js"
+    probe = (
+        "import sys; from scripts.bench.report import _by_name; "
+        f"print(_by_name(['/usr/bin/node', {cli!r}, 'server'])); "
+        "print(_by_name(['/opt/tools/.venv/bin/agentation-mcp', 'server']))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], cwd=RESULTS.parent.parent, capture_output=True, text=True, timeout=30, check=True
+    )
+    assert done.stdout.splitlines() == ["node cli.js server", "agentation-mcp server"]
