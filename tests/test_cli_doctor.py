@@ -126,6 +126,7 @@ def test_a_missing_registration_is_a_failure_with_the_command_that_fixes_it(setu
 
 
 def test_http_url_checks_that_servers_health_version_and_store_through_its_api(tmp_path: Path) -> None:
+    import urllib.error
     import urllib.request
 
     from agentation_mcp import __version__
@@ -143,6 +144,21 @@ def test_http_url_checks_that_servers_health_version_and_store_through_its_api(t
         )
         with urllib.request.urlopen(request, timeout=10) as created:
             assert created.status == 201
+        # The server builds its /mcp app at the first request; have it built, so doctor's answer comes in time.
+        warm = urllib.request.Request(
+            f"{server.url}/mcp",
+            data=json.dumps({"jsonrpc": "2.0", "id": 1, "method": "ping"}).encode(),
+            headers={
+                "Content-Type": "application/json",
+                "Accept": "application/json, text/event-stream",
+                "x-api-key": key,
+            },
+            method="POST",
+        )
+        try:
+            urllib.request.urlopen(warm, timeout=60).close()
+        except urllib.error.HTTPError:
+            pass  # a ping without a session is refused, once the app is built
         code, report = doctor(home, project, "--http-url", server.url, "--api-key", key, with_claude=False)
         checks = by_name(report)
         assert code == 0, report

@@ -35,6 +35,7 @@ from .registration import register_command, server_command
 OK, FAIL, WARN = "✓", "✗", "!"
 DEADLINE = 2.8  # seconds for the whole report
 NETWORK_TIMEOUT = 1.0
+MCP_TIMEOUT = DEADLINE - 0.4  # a server builds its /mcp app (loading the MCP SDK) at the first request
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,7 +202,14 @@ class _Api:
         self.url = url.rstrip("/")
         self.key = key
 
-    def _call(self, method: str, path: str, body: object = None, headers: dict[str, str] | None = None) -> Any:
+    def _call(
+        self,
+        method: str,
+        path: str,
+        body: object = None,
+        headers: dict[str, str] | None = None,
+        timeout: float = NETWORK_TIMEOUT,
+    ) -> Any:
         """(status, headers, body text) of one request; a 401 raises `_KeyError`, no answer `OSError`."""
         sent = {"Accept": "application/json, text/event-stream", **(headers or {})}
         if self.key:
@@ -211,7 +219,7 @@ class _Api:
             sent["Content-Type"] = "application/json"
         request = urllib.request.Request(self.url + path, data=data, headers=sent, method=method)
         try:
-            with urllib.request.urlopen(request, timeout=NETWORK_TIMEOUT) as answer:
+            with urllib.request.urlopen(request, timeout=timeout) as answer:
                 return answer.status, answer.headers, answer.read().decode("utf-8", "replace")
         except urllib.error.HTTPError as exc:
             if exc.code == 401:
@@ -238,10 +246,16 @@ class _Api:
         params = {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "doctor", "version": "1"}}
         try:
             status, headers, text = self._call(
-                "POST", "/mcp", {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": params}
+                "POST",
+                "/mcp",
+                {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": params},
+                timeout=MCP_TIMEOUT,
             )
         except _KeyError as refusal:
             return self._key_check("version", refusal)
+        except TimeoutError:
+            slow = f"{self.url}/mcp did not answer within {MCP_TIMEOUT:.1f} s (its first request loads the MCP SDK)"
+            return [Check("version", WARN, slow, "run doctor again")]
         except OSError as exc:
             return [Check("version", FAIL, f"cannot reach {self.url}/mcp: {exc}")]
         session = headers.get("mcp-session-id") if headers else None
