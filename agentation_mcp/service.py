@@ -31,7 +31,7 @@ from typing import Any
 import trio
 
 from .agent.features import Features
-from .agent.stdio import load_sdk, pollable, serve_stdio
+from .agent.stdio import LOADING, load_sdk, pollable, serve_stdio
 from .agent.tools import Handler, LocalBackend, RemoteBackend, tool_handlers
 from .config import Settings, display_url
 from .models import Event, to_json
@@ -87,15 +87,17 @@ async def _log_events(hub: Hub, path: Path, task_status: trio.TaskStatus[None] =
 
 def _load_http() -> ModuleType:
     """The HTTP side: one of the two deliberate lazy imports, so stdio answers first."""
-    from .web import app as web_app
+    with LOADING:
+        from .web import app as web_app
 
     return web_app
 
 
 def _load_mcp_app() -> ModuleType:
     """The `/mcp` app's module, which loads the SDK: the other lazy import, made by `/mcp`'s first request."""
-    load_sdk()  # under its lock: the stdio front end may be loading the SDK on a thread of its own
-    from .agent import http as agent_http
+    with LOADING:
+        load_sdk()
+        from .agent import http as agent_http
 
     return agent_http
 

@@ -41,13 +41,14 @@ log = logging.getLogger("agentation_mcp")
 CLOSING_GRACE = 1.0  # seconds for direct calls to answer once stdin has closed
 _SDK_QUEUE = 64  # lines waiting for the SDK while it loads (stdin is not read beyond them meanwhile)
 _REQUEST_KEYS = frozenset(("jsonrpc", "id", "method", "params"))
-_sdk_lock = threading.Lock()
+LOADING = threading.RLock()
+"""Held by a worker thread while it imports a part loaded on demand (the SDK here, the HTTP side in `service`),
+so that two such imports never run at once (threads importing modules that import each other can deadlock)."""
 
 
 def load_sdk() -> ModuleType:
-    """The SDK's stdio session module, imported at most once even from two threads at a time (the HTTP
-    side loads the SDK on a thread of its own): the one deliberate lazy import of the SDK."""
-    with _sdk_lock:
+    """The SDK's stdio session module, imported under `LOADING`: the one deliberate lazy import of the SDK."""
+    with LOADING:
         from . import sdk_stdio
 
         return sdk_stdio
