@@ -4,9 +4,9 @@ changes, log lines and channel messages.
 A client joins when its first message reaches the SDK (a middleware on the server sees it) and
 leaves when its connection closes. A stdio client whose handshake was answered without the SDK is
 expected meanwhile: a notification meant for every client brings it in first (`join_expected`).
-Each keeps the log level it asked for and the resources it
-subscribed to. Sending never blocks the sender for long: a client that does not read its stream
-within a few seconds misses that one message, as the protocol allows for notifications.
+Each keeps the log level it asked for and the resources it subscribed to. Sending never blocks
+the sender for long: a client that does not read its stream within a few seconds misses that one
+message, as the protocol allows for notifications.
 """
 
 from __future__ import annotations
