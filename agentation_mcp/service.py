@@ -9,6 +9,12 @@
 stdin EOF, SIGTERM or SIGINT cancel the front ends, which frees the port;
 the writer is then closed, commits what is queued, and the connections are
 closed. With `--http-only` stdin is never read: only a signal stops it.
+
+Start-up order: stdio answers first. The MCP SDK is not imported before it
+(see `agent.stdio`). The HTTP side is imported on a worker thread once the
+client's first message is answered, or after `HTTP_WAIT` seconds without one
+(at once when no MCP client can be on stdin); its `/mcp` app, which needs the
+SDK, is built by the first request to `/mcp`.
 """
 
 from __future__ import annotations
@@ -16,17 +22,17 @@ from __future__ import annotations
 import gc
 import logging
 import signal
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from functools import partial
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import trio
 
-from .agent.direct_calls import DirectCalls
 from .agent.features import Features
-from .agent.stdio import serve_stdio
-from .agent.tools import Handler, LocalBackend, RemoteBackend, mcp_server_for, tool_handlers
+from .agent.stdio import LOADING, load_sdk, pollable, serve_stdio
+from .agent.tools import Handler, LocalBackend, RemoteBackend, tool_handlers
 from .config import Settings, display_url
 from .models import Event, to_json
 from .store import connection, reads, schema, transactions
@@ -36,6 +42,7 @@ from .store.reads import Reader
 from .store.writer import Writer, run_writer
 
 log = logging.getLogger("agentation_mcp")
+HTTP_WAIT = 0.5  # seconds the HTTP side waits for stdio's first answer before it loads anyway
 
 
 async def _cancel_on_signal(
@@ -78,27 +85,78 @@ async def _log_events(hub: Hub, path: Path, task_status: trio.TaskStatus[None] =
             out.flush()
 
 
-def _load_http() -> tuple[ModuleType, ModuleType]:
-    """The HTTP side and the `/mcp` app's module: the one deliberate lazy import, so stdio answers first."""
-    from .agent import http as agent_http
-    from .web import app as web_app
+def _load_http() -> ModuleType:
+    """The HTTP side: one of the two deliberate lazy imports, so stdio answers first."""
+    with LOADING:
+        from .web import app as web_app
 
-    return web_app, agent_http
+    return web_app
 
 
-async def _run_http(settings: Settings, writer: Writer, hub: Hub, reader: Reader, features: Features) -> None:
-    """Import the HTTP side on a worker thread, so stdio answers meanwhile, then serve it with `/mcp` mounted."""
-    web_app, agent_http = await trio.to_thread.run_sync(_load_http)
-    mcp_app, manager = agent_http.build_http_mcp(
-        writer,
-        hub,
-        reader,
-        idle_timeout=settings.mcp_idle_seconds,
-        max_arguments=settings.max_body_bytes,
-        features=features,
-    )
-    async with manager.run():
-        await web_app.run_http(settings, writer, hub, reader, mcp_app)
+def _load_mcp_app() -> ModuleType:
+    """The `/mcp` app's module, which loads the SDK: the other lazy import, made by `/mcp`'s first request."""
+    with LOADING:
+        load_sdk()
+        from .agent import http as agent_http
+
+    return agent_http
+
+
+Asgi = Callable[[dict[str, Any], Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]], Awaitable[None]]
+
+
+class _McpOnDemand:
+    """The `/mcp` app, built by its first request: the SDK loads on a worker thread then, not at start-up.
+
+    Its session manager runs in `nursery` from then on, as long as the HTTP side does.
+    """
+
+    def __init__(self, nursery: trio.Nursery, build: Callable[[ModuleType], tuple[Asgi, Any]]) -> None:
+        self._nursery = nursery
+        self._build = build
+        self._app: Asgi | None = None
+        self._lock = trio.Lock()
+
+    async def __call__(
+        self, scope: dict[str, Any], receive: Callable[[], Awaitable[Any]], send: Callable[[Any], Awaitable[None]]
+    ) -> None:
+        if self._app is None:
+            async with self._lock:
+                if self._app is None:
+                    self._app = await self._nursery.start(self._serve)
+        await self._app(scope, receive, send)
+
+    async def _serve(self, task_status: trio.TaskStatus[Asgi]) -> None:
+        agent_http = await trio.to_thread.run_sync(_load_mcp_app)
+        app, manager = self._build(agent_http)
+        async with manager.run():
+            task_status.started(app)
+            await trio.sleep_forever()
+
+
+async def _run_http(
+    settings: Settings, writer: Writer, hub: Hub, reader: Reader, features: Features, begin: trio.Event
+) -> None:
+    """Once `begin` is set (or after `HTTP_WAIT`), import the HTTP side on a worker thread, so stdio answers
+    meanwhile, then serve it with `/mcp` mounted (built by its first request)."""
+    with trio.move_on_after(HTTP_WAIT):
+        await begin.wait()
+    web_app = await trio.to_thread.run_sync(_load_http)
+
+    def build(agent_http: ModuleType) -> tuple[Asgi, Any]:
+        app, manager = agent_http.build_http_mcp(
+            writer,
+            hub,
+            reader,
+            idle_timeout=settings.mcp_idle_seconds,
+            max_arguments=settings.max_body_bytes,
+            features=features,
+        )
+        return app, manager
+
+    async with trio.open_nursery() as nursery:
+        await web_app.run_http(settings, writer, hub, reader, _McpOnDemand(nursery, build))
+        nursery.cancel_scope.cancel()
 
 
 def _raise_unusable(exc: Exception, location: StoreLocation) -> None:
@@ -132,7 +190,7 @@ async def _serve_remote(settings: Settings, http_url: str) -> bool:
             backend = RemoteBackend(remote)
             features = Features(backend)
             await front.start(features.run, None)
-            await _serve_tools(tool_handlers(backend), settings, features)
+            await _serve_tools(tool_handlers(backend), settings, features, trio.Event())
             stdin_closed = True
             front.cancel_scope.cancel()
     finally:
@@ -185,8 +243,11 @@ async def serve(settings: Settings) -> bool:
                     backend = LocalBackend(writer, hub, reader)
                     features = Features(backend, with_channel=settings.channel)
                     await front.start(features.run, hub)
+                    stdio_answered = trio.Event()
+                    if settings.http_only or not pollable(0):
+                        stdio_answered.set()  # no MCP client to answer first
                     if not settings.mcp_only:
-                        front.start_soon(_run_http, settings, writer, hub, reader, features)
+                        front.start_soon(_run_http, settings, writer, hub, reader, features, stdio_answered)
                     if settings.http_only:
                         log.info("[HTTP] Serving HTTP only: stdin is not read; stop with Ctrl-C or SIGTERM")
                         gc.freeze()
@@ -198,7 +259,7 @@ async def serve(settings: Settings) -> bool:
                     # Everything built so far (modules, the SDK's models) lives as long as the process:
                     # keep it out of the collector's full passes, which otherwise show up as latency spikes.
                     gc.freeze()
-                    await _serve_tools(tool_handlers(backend), settings, features)
+                    await _serve_tools(tool_handlers(backend), settings, features, stdio_answered)
                     stdin_closed = True
                     front.cancel_scope.cancel()
             finally:
@@ -212,11 +273,12 @@ async def serve(settings: Settings) -> bool:
     return stdin_closed
 
 
-async def _serve_tools(handlers: Mapping[str, Handler], settings: Settings, features: Features) -> None:
-    """The tools on stdio: quick calls answered directly, the rest (and every other feature) through the SDK."""
-    limit = settings.max_body_bytes
-    server = mcp_server_for(handlers, max_arguments=limit, features=features)
-    await serve_stdio(server, DirectCalls(handlers, max_arguments=limit))
+async def _serve_tools(
+    handlers: Mapping[str, Handler], settings: Settings, features: Features, answered: trio.Event
+) -> None:
+    """The tools on stdio: the handshake and quick calls answered directly, the rest (and every other
+    feature) through the SDK once needed; `answered` is set once the client's first message is answered."""
+    await serve_stdio(handlers, features, max_arguments=settings.max_body_bytes, answered=answered.set)
 
 
 def close_all(closers: list[Callable[[], object]]) -> None:

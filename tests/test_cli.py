@@ -411,3 +411,48 @@ def test_every_command_has_help(command: str, capsys: pytest.CaptureFixture[str]
     assert code == 0
     assert out.startswith(f"usage: agentation-mcp {command}")
     assert command in usage()
+
+
+def test_a_server_with_stdin_at_its_end_says_why_it_stops_in_one_line_and_exits_0(tmp_path: Path) -> None:
+    """As started in the background, by a service manager or in a container: `server </dev/null`."""
+    with open(os.devnull, "rb") as nothing:
+        done = subprocess.run(
+            [sys.executable, "-m", "agentation_mcp", "server", "--port", str(free_port())],
+            env=server_env(tmp_path), stdin=nothing, capture_output=True, timeout=30, check=False,
+        )  # fmt: skip
+    assert done.returncode == 0
+    assert done.stdout == b""
+    said = [line for line in done.stderr.decode().splitlines() if line.startswith("agentation-mcp server:")]
+    assert said == [f"agentation-mcp server: {service_stopped_text()}"]
+
+
+def service_stopped_text() -> str:
+    from agentation_mcp.cli.server import HTTP_ONLY_HINT, STDIN_CLOSED
+
+    return f"{STDIN_CLOSED.removeprefix('agentation-mcp server: ')}; {HTTP_ONLY_HINT}"
+
+
+def test_http_only_serves_past_stdin_eof_until_sigterm(tmp_path: Path) -> None:
+    import urllib.request
+
+    port = free_port()
+    with subprocess.Popen(
+        [sys.executable, "-m", "agentation_mcp", "server", "--http-only", "--port", str(port)],
+        env=server_env(tmp_path), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    ) as proc:  # fmt: skip
+        try:
+            assert proc.stderr is not None
+            for line in proc.stderr:
+                if b"Agentation server listening" in line:
+                    break
+            else:
+                raise AssertionError(f"server did not listen: {proc.wait(timeout=10)}")
+            assert proc.poll() is None, "stdin at its end did not stop it"
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=10) as answer:
+                assert json.loads(answer.read())["status"] == "ok"
+            os.kill(proc.pid, signal.SIGTERM)
+            assert proc.wait(timeout=5) == 0
+            assert b"stdin closed" not in proc.stderr.read()
+        finally:
+            if proc.poll() is None:
+                proc.kill()

@@ -128,6 +128,11 @@ async def test_commands_on_a_remote_server_with_an_access_key_and_when_it_is_dow
             wrong = await run(elsewhere, "sessions", "--http-url", server.url, "--api-key", "wrong")
             assert wrong.returncode == 1
             assert "refused the access key (401)" in wrong.stderr
+            for command in ("sessions", "pending"):
+                keyless = await run(elsewhere, command, "--http-url", server.url)
+                assert keyless.returncode == 1
+                assert "needs an access key (401): pass it with --api-key KEY" in keyless.stderr
+                assert "refused" not in keyless.stderr
             assert not (elsewhere / ".agentation").exists()
     finally:
         assert await trio.to_thread.run_sync(server.stop) == 0

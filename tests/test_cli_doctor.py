@@ -123,3 +123,69 @@ def test_a_missing_registration_is_a_failure_with_the_command_that_fixes_it(setu
     assert check["status"] == "✗"
     assert check["detail"] == "agentation is not registered with Claude Code"
     assert check["fix"] == f"claude mcp add agentation -- {OURS} server"
+
+
+def test_http_url_checks_that_servers_health_version_and_store_through_its_api(tmp_path: Path) -> None:
+    import urllib.error
+    import urllib.request
+
+    from agentation_mcp import __version__
+
+    server_home, home, project = tmp_path / "server", tmp_path / "home", tmp_path / "project"
+    project.mkdir()
+    key = "doctor-key"
+    server = ServerProcess(server_home, env={"AGENTATION_ACCESS_KEY": key}).wait_listening()
+    try:
+        request = urllib.request.Request(
+            f"{server.url}/sessions",
+            data=json.dumps({"url": "http://localhost:3000/"}).encode(),
+            headers={"Content-Type": "application/json", "x-api-key": key},
+            method="POST",
+        )
+        with urllib.request.urlopen(request, timeout=10) as created:
+            assert created.status == 201
+        # The server builds its /mcp app at the first request; have it built, so doctor's answer comes in time.
+        warm = urllib.request.Request(
+            f"{server.url}/mcp",
+            data=json.dumps({"jsonrpc": "2.0", "id": 1, "method": "ping"}).encode(),
+            headers={
+                "Content-Type": "application/json",
+                "Accept": "application/json, text/event-stream",
+                "x-api-key": key,
+            },
+            method="POST",
+        )
+        try:
+            urllib.request.urlopen(warm, timeout=60).close()
+        except urllib.error.HTTPError:
+            pass  # a ping without a session is refused, once the app is built
+        code, report = doctor(home, project, "--http-url", server.url, "--api-key", key, with_claude=False)
+        checks = by_name(report)
+        assert code == 0, report
+        assert checks["server"]["status"] == "✓"
+        assert checks["version"] == {
+            "name": "version",
+            "status": "✓",
+            "detail": f"the server runs agentation {__version__}, as this command does",
+            "fix": "",
+        }
+        assert checks["store"]["detail"] == "read through the API: 1 session(s), 0 pending annotation(s)"
+        assert "port" not in checks, "the local port is not what was asked about"
+
+        code, report = doctor(home, project, "--http-url", server.url, with_claude=False)
+        checks = by_name(report)
+        assert code == 1
+        assert checks["server"]["status"] == "✓", "/health needs no key"
+        for name in ("version", "store"):
+            assert (checks[name]["status"], checks[name]["fix"]) == ("✗", "pass it: --api-key KEY")
+            assert "needs an access key" in checks[name]["detail"]
+
+        code, report = doctor(home, project, "--http-url", server.url, "--api-key", "wrong", with_claude=False)
+        assert code == 1
+        assert "refused the access key" in by_name(report)["store"]["detail"]
+    finally:
+        assert server.stop() == 0
+    code, report = doctor(home, project, "--http-url", server.url, with_claude=False)
+    assert code == 1
+    assert by_name(report)["server"]["status"] == "✗"
+    assert "cannot reach" in by_name(report)["server"]["detail"]

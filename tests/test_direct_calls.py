@@ -23,8 +23,12 @@ from hypothesis import strategies as st
 from mcp.shared.message import SessionMessage
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 
-from agentation_mcp.agent.direct_calls import CONNECTION_CLOSED, INTERNAL_ERROR, VERSIONS, DirectCalls
-from agentation_mcp.agent.tools import SPEC_BY_NAME, STRUCTURED_MAX_BYTES, Handler, build_handlers, mcp_server_for
+from agentation_mcp.agent.direct_calls import CONNECTION_CLOSED, INTERNAL_ERROR, DirectCalls
+from agentation_mcp.agent.handshake import VERSIONS
+from agentation_mcp.agent.sdk_server import mcp_server_for
+from agentation_mcp.agent.specs import SPEC_BY_NAME
+from agentation_mcp.agent.tools import STRUCTURED_MAX_BYTES, Handler, build_handlers
+from agentation_mcp.agent.write_order import Turn
 from agentation_mcp.commands import CreateAnnotation, CreateSession
 from agentation_mcp.models import JsonObject
 
@@ -86,12 +90,6 @@ async def direct_calls(handlers: Mapping[str, Handler], **kw: Any) -> AsyncItera
         direct.close()
 
 
-def shake_hands(direct: DirectCalls, version: str, answer: bytes) -> None:
-    """What `stdio` shows `DirectCalls` of a handshake: the request going in, the SDK's answer going out."""
-    assert not direct.take(initialize(version))
-    direct.saw_output(answer.decode())
-
-
 async def fill(writer: Any) -> tuple[str, str]:
     """A session whose annotations exercise the JSON: non-ASCII and control text, fractions, nested data."""
     session = await writer.submit(CreateSession(url="http://localhost:3000/café"))
@@ -143,7 +141,7 @@ async def test_every_direct_answer_is_the_line_the_sdk_would_have_sent(opened: S
                 assert handshake is not None
                 assert orjson.loads(handshake)["result"]["protocolVersion"] == version
                 await sdk({"jsonrpc": "2.0", "method": "notifications/initialized"})
-                shake_hands(direct, version, handshake)
+                direct.agree(version)
                 for message in calls_to_compare(session_id, annotation_id):
                     # Each call goes to the SDK first and then directly; none of them answers with data the
                     # first run changes (a write answers with ids and texts, not with the stored row).
@@ -189,7 +187,7 @@ async def test_any_arguments_get_the_same_answer_directly_as_from_the_sdk(opened
             async with sdk_server(handlers) as sdk, direct_calls(handlers) as (direct, directly):
                 handshake = await sdk(initialize("2025-11-25"))
                 assert handshake is not None
-                shake_hands(direct, "2025-11-25", handshake)
+                direct.agree("2025-11-25")
                 expected = await sdk(message)
                 assert await directly(message) == expected
 
@@ -206,7 +204,7 @@ async def test_a_result_too_large_for_structured_content_is_the_same_line_too(op
             async with sdk_server(handlers) as sdk, direct_calls(handlers) as (direct, directly):
                 handshake = await sdk(initialize("2025-11-25"))
                 assert handshake is not None
-                shake_hands(direct, "2025-11-25", handshake)
+                direct.agree("2025-11-25")
                 message = call(1, "agentation_get_all_pending", {"limit": 1000})
                 got = await directly(message)
                 assert got is not None
@@ -221,29 +219,22 @@ SLOW = "agentation_get_session"
 BROKEN = "agentation_acknowledge"
 
 
-async def quick(args: Mapping[str, Any]) -> JsonObject:
+async def quick(args: Mapping[str, Any], turn: Turn | None) -> JsonObject:
     return {"ok": True}
 
 
 async def test_only_a_plain_tool_call_after_a_finished_handshake_is_taken() -> None:
-    async def watch(args: Mapping[str, Any]) -> JsonObject:
+    async def watch(args: Mapping[str, Any], turn: Turn | None) -> JsonObject:
         return {"watched": True}
 
     handlers: dict[str, Handler] = {QUICK: quick, "agentation_watch_annotations": watch}
     with trio.fail_after(10):
         async with direct_calls(handlers) as (direct, directly):
             assert await directly(call(1, QUICK)) is None, "taken before the handshake"
-            assert not direct.take(initialize("2025-06-18", request_id=5))
-            direct.saw_output('{"jsonrpc":"2.0","id":6,"result":{"protocolVersion":"2025-06-18"}}')
-            assert await directly(call(1, QUICK)) is None, "taken before the answer to this initialize"
-            direct.saw_output('{"jsonrpc":"2.0","id":5,"error":{"code":-32602,"message":"Invalid params"}}')
-            assert await directly(call(1, QUICK)) is None, "taken after a refused initialize"
-            assert not direct.take(initialize("2099-01-01", request_id=7))
-            direct.saw_output('{"jsonrpc":"2.0","id":7,"result":{"protocolVersion":"2099-01-01"}}')
+            assert not direct.take(initialize("2025-06-18", request_id=5)), "the handshake is not its to answer"
+            direct.agree("2099-01-01")
             assert await directly(call(1, QUICK)) is None, "taken on a protocol version it does not know"
-            shake_hands(direct, "2025-06-18", b'{"jsonrpc":"2.0","id":0,"result":{"protocolVersion":"2025-06-18"}}')
-            assert not direct.take(initialize("2025-06-18", request_id=8))
-            direct.saw_output('{"jsonrpc":"2.0","id":8,"error":{"code":-32600,"message":"Already initialized"}}')
+            direct.agree("2025-06-18")
             not_taken = [
                 call(2, "agentation_watch_annotations"),
                 call(3, "unknown_tool"),
@@ -273,13 +264,15 @@ async def test_only_a_plain_tool_call_after_a_finished_handshake_is_taken() -> N
                     "structuredContent": {"ok": True},
                 },
             }
+            direct.agree(None)
+            assert await directly(call(15, QUICK)) is None, "taken once the SDK owns the session"
 
 
 async def test_a_call_the_client_cancels_is_never_answered_and_one_cut_off_by_stdin_closing_is() -> None:
     started: list[str] = []
     release = trio.Event()
 
-    async def slow(args: Mapping[str, Any]) -> JsonObject:
+    async def slow(args: Mapping[str, Any], turn: Turn | None) -> JsonObject:
         started.append(args["sessionId"])
         await release.wait()
         return {"done": args["sessionId"]}
@@ -289,14 +282,16 @@ async def test_a_call_the_client_cancels_is_never_answered_and_one_cut_off_by_st
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
             direct.start(nursery, lines_send.send)
-            shake_hands(direct, "2025-11-25", b'{"jsonrpc":"2.0","id":0,"result":{"protocolVersion":"2025-11-25"}}')
+            direct.agree("2025-11-25")
             assert direct.take(call(1, SLOW, {"sessionId": "cancelled"}))
             assert direct.take(call("two", SLOW, {"sessionId": "cut off"}))
             assert not direct.take(call(1, SLOW, {"sessionId": "same id as one still running"}))
             await trio.testing.wait_all_tasks_blocked()
             assert sorted(started) == ["cancelled", "cut off"]
             cancel = {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 1}}
-            assert not direct.take(cancel), "the SDK sees a cancellation too"
+            assert direct.take(cancel), "the cancellation of a call running here is taken"
+            other = {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 99}}
+            assert not direct.take(other), "the SDK gets the cancellation of a call it runs"
             await trio.testing.wait_all_tasks_blocked()
             with pytest.raises(trio.WouldBlock):
                 lines.receive_nowait()
@@ -314,12 +309,12 @@ async def test_a_call_the_client_cancels_is_never_answered_and_one_cut_off_by_st
 async def test_a_call_that_fails_unexpectedly_gets_an_internal_error_without_its_text(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    async def broken(args: Mapping[str, Any]) -> JsonObject:
+    async def broken(args: Mapping[str, Any], turn: Turn | None) -> JsonObject:
         raise RuntimeError("secret internal detail")
 
     with trio.fail_after(10):
         async with direct_calls({BROKEN: broken, QUICK: quick}) as (direct, directly):
-            shake_hands(direct, "2025-06-18", b'{"jsonrpc":"2.0","id":0,"result":{"protocolVersion":"2025-06-18"}}')
+            direct.agree("2025-06-18")
             with caplog.at_level(logging.ERROR, logger="agentation_mcp"):
                 answer = await directly(call(1, BROKEN, {"annotationId": "a"}))
             assert answer is not None

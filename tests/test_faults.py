@@ -22,7 +22,7 @@ import pytest
 import trio
 from mcp.client import Client
 
-from agentation_mcp.agent.tools import build_mcp_server
+from agentation_mcp.agent.sdk_server import build_mcp_server
 from agentation_mcp.errors import StoreBusy
 from agentation_mcp.store import transactions
 

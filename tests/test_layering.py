@@ -42,9 +42,13 @@ ONLY: dict[str, set[str]] = {
     "httpx2": {"web", "clients", "agent", "cli"},
     "importlib": {"cli"},  # `importlib.metadata` for the installed version; no module is loaded by name
 }
-# The one deliberate lazy import: the server loads the HTTP side and the `/mcp` app on a worker thread once stdio
-# serves. (The command line imports `service` inside the `server` command for the same reason.)
-LAZY_HTTP = ("service", "_load_http", {"agentation_mcp.web.app", "agentation_mcp.agent.http"})
+# The deliberate lazy imports: the server loads the HTTP side on a worker thread once stdio serves, and the `/mcp`
+# app (with the SDK) at its first request. (The command line imports `service` inside the `server` command for the
+# same reason.)
+LAZY_HTTP = ("service", {"_load_http": "agentation_mcp.web.app", "_load_mcp_app": "agentation_mcp.agent.http"})
+# On stdio the SDK loads when a message first needs it: `agent.stdio.load_sdk` is the one import of its session.
+LAZY_SDK = ("agentation_mcp.agent.stdio", "load_sdk", "agentation_mcp.agent.sdk_stdio")
+SDK = ("mcp", "mcp_types", "pydantic")
 
 
 def _part(module: str) -> str:
@@ -124,8 +128,8 @@ def test_the_command_line_loads_the_server_only_inside_the_server_command() -> N
                     assert not at_top, f"{file}:{node.lineno}"
 
 
-def test_the_http_side_is_loaded_only_by_the_one_lazy_import() -> None:
-    owner, function, modules = LAZY_HTTP
+def test_the_http_side_is_loaded_only_by_its_lazy_imports() -> None:
+    owner, loaders = LAZY_HTTP
     seen = set()
     for module, file in _files():
         if _part(module) != "service":
@@ -133,10 +137,10 @@ def test_the_http_side_is_loaded_only_by_the_one_lazy_import() -> None:
         for name, node, at_top in _imports(module, file):
             if _part(name) == "web" or name == "agentation_mcp.agent.http":
                 assert not at_top, f"{file}:{node.lineno} imports {name}"
-                assert _function_of(file, node) == function, f"{file}:{node.lineno} imports {name}"
+                assert loaders.get(_function_of(file, node) or "") == name, f"{file}:{node.lineno} imports {name}"
                 seen.add(name)
     assert owner == "service"
-    assert seen == modules
+    assert seen == set(loaders.values())
 
 
 def test_the_rules_catch_a_broken_import(tmp_path: Path) -> None:
@@ -157,13 +161,27 @@ def test_nothing_imports_service_or_cli() -> None:
                 assert part in ("cli", "__main__", _part(name)), f"{file}:{node.lineno}"
 
 
-def test_stdio_serves_before_the_http_side_loads(tmp_path: Path) -> None:
+def test_stdio_serves_before_the_http_side_and_the_sdk_load(tmp_path: Path) -> None:
     probe = "import sys, agentation_mcp.service; print(' '.join(sorted(sys.modules)))"
     done = subprocess.run(
         [sys.executable, "-c", probe], env=server_env(tmp_path), capture_output=True, text=True, timeout=30, check=True
     )
     loaded = set(done.stdout.split())
     assert {m for m in loaded if m.startswith("agentation_mcp.web") or m == "httptools"} == set()
+    assert {m for m in loaded if m.split(".")[0] in (*SDK, "httpx2", "anyio")} == set()
+
+
+def test_the_sdks_stdio_session_is_loaded_only_by_the_one_lazy_import() -> None:
+    owner, function, target = LAZY_SDK
+    seen = []
+    for module, file in _files():
+        for name, node, at_top in _imports(module, file):
+            if name == target:
+                assert module == owner, f"{file}:{node.lineno} imports {name}"
+                assert not at_top
+                assert _function_of(file, node) == function
+                seen.append(name)
+    assert seen == [target]
 
 
 def test_commands_other_than_server_load_neither_the_sdk_nor_the_http_stack(tmp_path: Path) -> None:

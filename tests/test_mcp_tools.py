@@ -13,7 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from mcp.client import Client
 
-from agentation_mcp.agent.tools import STRUCTURED_MAX_BYTES, build_handlers, build_mcp_server, call_tool
+from agentation_mcp.agent.sdk_server import build_mcp_server, tool_result
+from agentation_mcp.agent.tools import STRUCTURED_MAX_BYTES, build_handlers, call_tool
 from agentation_mcp.commands import CreateAnnotation, CreateSession
 from agentation_mcp.store import reads
 
@@ -356,7 +357,7 @@ async def test_no_arguments_make_a_tool_fail_inside_or_change_what_a_refusal_sho
                     # The SDK's client will not encode a lone surrogate in a key; hand the call to the
                     # server's tool dispatch directly, as a client that does send it would reach it.
                     outcome = await call_tool(build_handlers(writer, hub, opened.reader), name, arguments)
-                    result = outcome.to_result()
+                    result = tool_result(outcome)
             text = "".join(getattr(block, "text", "") for block in result.content)
             assert not any(marker in text for marker in INTERNALS), text
             if result.is_error:

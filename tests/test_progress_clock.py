@@ -10,7 +10,8 @@ import trio.testing
 from mcp.client import Client
 
 from agentation_mcp.agent.features import Features
-from agentation_mcp.agent.tools import LocalBackend, build_mcp_server
+from agentation_mcp.agent.sdk_server import build_mcp_server
+from agentation_mcp.agent.tools import LocalBackend
 
 from .conftest import Store, running_writer
 

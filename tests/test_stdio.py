@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import trio
 
-from agentation_mcp.agent.stdio import INVALID_PARAMS, INVALID_REQUEST, PARSE_ERROR, refusal_for
+from agentation_mcp.agent.sdk_stdio import INVALID_PARAMS, INVALID_REQUEST, PARSE_ERROR, refusal_for
 from agentation_mcp.commands import CreateAnnotation, CreateSession
 from agentation_mcp.store import reads
 
@@ -227,3 +227,98 @@ async def test_writes_sent_one_after_another_without_waiting_commit_in_that_orde
             annotation = reads.get_annotation(st.reader, annotation_id)
             assert [m["content"] for m in annotation["thread"]] == ["first", "Resolved: second"]
             assert annotation["status"] == "resolved", "the acknowledge did not overtake the resolve"
+
+
+def _request(request_id: int | str, method: str, **params: Any) -> str:
+    message: dict[str, Any] = {"jsonrpc": "2.0", "id": request_id, "method": method}
+    if params:
+        message["params"] = params
+    return json.dumps(message)
+
+
+LIST_SESSIONS = {"name": "agentation_list_sessions", "arguments": {}}
+
+
+async def test_a_session_of_handshake_tools_list_and_calls_never_loads_the_sdk(tmp_path: Path) -> None:
+    """`python -X importtime` lists every module the process imported, on stderr, as it imports it."""
+    home = tmp_path / "home"
+    imports = tmp_path / "importtime.txt"
+    with imports.open("wb") as stderr:
+        process = await trio.lowlevel.open_process(
+            [sys.executable, "-X", "importtime", "-m", "agentation_mcp", "server", "--mcp-only"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            env=server_env(home),
+        )
+        try:
+            with trio.fail_after(60):
+                raw = RawSession(process)
+                await raw.send(json.dumps(INITIALIZE))
+                assert (await raw.receive())["result"]["protocolVersion"] == "2025-06-18"
+                await raw.send(json.dumps({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+                await raw.send(_request(2, "tools/list"))
+                assert len((await raw.receive())["result"]["tools"]) == 9
+                await raw.send(_request(3, "tools/call", **LIST_SESSIONS))
+                assert (await raw.receive())["result"]["structuredContent"] == {"sessions": []}
+                await raw.send(_request(4, "ping"))
+                assert await raw.receive() == {"jsonrpc": "2.0", "id": 4, "result": {}}
+                assert process.stdin is not None
+                await process.stdin.aclose()
+                assert await process.wait() == 0
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+    loaded = {line.rsplit("|", 1)[-1].strip() for line in imports.read_text().splitlines() if "|" in line}
+    assert "agentation_mcp.agent.stdio" in loaded
+    assert not {name for name in loaded if name.split(".")[0] in ("mcp", "mcp_types", "pydantic")}
+
+
+async def test_the_sdk_loaded_after_our_handshake_serves_the_session_in_the_same_state(tmp_path: Path) -> None:
+    async with initialized_server(tmp_path / "home") as raw:
+        await raw.send(_request(2, "tools/list"))
+        ours = await raw.receive()
+        await raw.send(_request(3, "prompts/list"))  # the SDK's: loads it, with our handshake replayed
+        prompts = await raw.receive()
+        assert prompts["id"] == 3
+        assert prompts["result"]["prompts"]
+        await raw.send(_request(4, "resources/subscribe", uri="agentation://pending"))
+        assert await raw.receive() == {"jsonrpc": "2.0", "id": 4, "result": {}}, "initialized as the client is"
+        await raw.send(_request(5, "tools/call", **LIST_SESSIONS))
+        assert (await raw.receive())["id"] == 5
+        await raw.send(json.dumps({**INITIALIZE, "id": 6}))  # a second handshake: the SDK's from now on
+        again = await raw.receive()
+        assert again["id"] == 6
+        await raw.send(_request(7, "tools/list"))
+        assert {**(await raw.receive()), "id": 2} == ours, "the SDK lists the same tools"
+
+
+async def test_a_handshake_it_does_not_answer_goes_to_the_sdk_with_everything_after_it(tmp_path: Path) -> None:
+    process = await trio.lowlevel.open_process(
+        [sys.executable, "-m", "agentation_mcp", "server", "--mcp-only"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        env=server_env(tmp_path / "home"),
+    )
+    try:
+        with trio.fail_after(60):
+            raw = RawSession(process)
+            await raw.send(_request(1, "tools/list"))
+            refused = await raw.receive()
+            assert refused["id"] == 1
+            assert "error" in refused, "the SDK refuses a listing before the handshake"
+            params = {**INITIALIZE["params"], "protocolVersion": "2099-01-01"}  # type: ignore[dict-item]
+            await raw.send(json.dumps({**INITIALIZE, "id": 2, "params": params}))
+            answer = await raw.receive()
+            assert answer["id"] == 2
+            assert answer["result"]["protocolVersion"] == "2025-11-25", "the SDK's newest"
+            await raw.send(_request(3, "tools/call", **LIST_SESSIONS))
+            assert (await raw.receive())["result"]["structuredContent"] == {"sessions": []}
+            assert process.stdin is not None
+            await process.stdin.aclose()
+            assert await process.wait() == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()

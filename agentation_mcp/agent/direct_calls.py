@@ -10,12 +10,11 @@ itself: the same JSON the SDK would have sent. Calls run side by side, but
 the writes of calls sent one after another are queued in that order
 (`write_order`).
 
-The SDK stays the authority for everything else: the handshake, every other
-method, malformed or unusual params, the long-running watch tool, and a
-connection in any state but a finished handshake: the SDK's answer to
-`initialize`, read off the wire, says when that is and which protocol version
-was agreed. A version not listed here (a newer SDK's) sends every call to the
-SDK.
+The SDK stays the authority for everything else: every other method,
+malformed or unusual params, the long-running watch tool, and a connection
+whose handshake was not answered by `handshake`: the stdio front end hands
+over the agreed protocol version with `agree`, and a version not listed there
+sends every call to the SDK.
 """
 
 from __future__ import annotations
@@ -27,15 +26,15 @@ from typing import Any
 import orjson
 import trio
 
-from .tools import DEFAULT_MAX_ARGUMENTS, READ_ONLY_TOOLS, Handler, ToolOutcome, call_tool
-from .write_order import CURRENT_TURN, Turn, Turnstile
+from .handshake import VERSIONS
+from .specs import READ_ONLY_TOOLS
+from .tools import DEFAULT_MAX_ARGUMENTS, Handler, ToolOutcome, call_tool
+from .write_order import Turn, Turnstile
 
 log = logging.getLogger("agentation_mcp")
 
 INTERNAL_ERROR = -32603
 CONNECTION_CLOSED = -32000
-# The handshake protocol versions whose `tools/call` answers this module writes (the SDK answers them all alike).
-VERSIONS = frozenset(("2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"))
 # `_meta` keys under this prefix belong to a newer protocol era, which only the SDK serves.
 _RESERVED_META_PREFIX = "io.modelcontextprotocol/"
 _CALL_PARAMS = frozenset(("name", "arguments", "_meta"))
@@ -49,9 +48,9 @@ class DirectCalls:
 
     `start` gives it the nursery its calls run in and the function that
     writes a line to stdout (shared with the SDK's writes, so lines never
-    interleave). `saw_output` must see every line the SDK writes, to learn
-    the negotiated protocol version. `close` ends the calls still running
-    when stdin closes: like the SDK, each is answered "Connection closed".
+    interleave). `agree` gives it the protocol version of the handshake, once
+    answered. `close` ends the calls still running when stdin closes: like
+    the SDK, each is answered "Connection closed".
     """
 
     def __init__(
@@ -66,8 +65,7 @@ class DirectCalls:
         self._writes = frozenset(name for name in self._quick if name not in READ_ONLY_TOOLS)
         self._turns = Turnstile()
         self._max_arguments = max_arguments
-        self._ready = False  # until the SDK has answered `initialize` with a version in VERSIONS
-        self._initialize_ids: set[RequestId] = set()
+        self._version: str | None = None  # the agreed protocol version; None until the handshake is answered
         self._running: dict[RequestId, trio.CancelScope] = {}
         self._cancelled_by_client: set[RequestId] = set()
         self._nursery: trio.Nursery | None = None
@@ -77,31 +75,19 @@ class DirectCalls:
     def start(self, nursery: trio.Nursery, send: Send) -> None:
         self._nursery, self._send = nursery, send
 
+    def agree(self, version: str | None) -> None:
+        """The protocol version agreed in the handshake (None: the SDK owns the session from now on)."""
+        self._version = version
+
     def take(self, message: dict[str, Any]) -> bool:
-        """Whether this call runs `message` (a well-formed request or notification); if not, the SDK gets it."""
+        """Whether this call runs `message` (a well-formed request or notification); if not, the SDK gets it.
+        A cancellation of a call running here is taken too."""
         method = message.get("method")
         if method == "tools/call":
             return self._take_call(message)
-        if method == "initialize" and "id" in message:
-            self._initialize_ids.add(message["id"])
-        elif method == "notifications/cancelled":
-            self._cancel(message.get("params"))
+        if method == "notifications/cancelled":
+            return self._cancel(message.get("params"))
         return False
-
-    def saw_output(self, line: str) -> None:
-        """Learn the protocol version from the SDK's answer to `initialize` (a cheap no-op otherwise)."""
-        if not self._initialize_ids:
-            return
-        try:
-            message = orjson.loads(line)
-        except orjson.JSONDecodeError:
-            return
-        if not isinstance(message, dict) or message.get("id") not in self._initialize_ids:
-            return
-        self._initialize_ids.discard(message["id"])
-        result = message.get("result")
-        if isinstance(result, dict) and "protocolVersion" in result:  # a refusal changes nothing
-            self._ready = result["protocolVersion"] in VERSIONS
 
     def close(self) -> None:
         """End every call still running (stdin has closed)."""
@@ -112,7 +98,7 @@ class DirectCalls:
         request_id = message.get("id")
         params = message.get("params")
         if (
-            not self._ready
+            self._version not in VERSIONS
             or self._nursery is None
             or request_id is None
             or request_id in self._running
@@ -139,11 +125,12 @@ class DirectCalls:
         scope: trio.CancelScope,
         turn: Turn | None,
     ) -> None:
-        CURRENT_TURN.set(turn)  # this task's own context: its writes wait for the turns before it
         response: dict[str, Any] | None = None
         try:
             with scope:
-                outcome: ToolOutcome = await call_tool(self._handlers, name, arguments, max_bytes=self._max_arguments)
+                outcome: ToolOutcome = await call_tool(
+                    self._handlers, name, arguments, max_bytes=self._max_arguments, turn=turn
+                )
                 response = {"jsonrpc": "2.0", "id": request_id, "result": outcome.wire()}
         except Exception:
             log.exception("[MCP] Tool %s failed unexpectedly", name)
@@ -160,13 +147,15 @@ class DirectCalls:
         assert self._send is not None
         await self._send(orjson.dumps(response) + b"\n")
 
-    def _cancel(self, params: object) -> None:
+    def _cancel(self, params: object) -> bool:
         if not isinstance(params, dict):
-            return
+            return False
         request_id = params.get("requestId")
         if isinstance(request_id, str | int) and not isinstance(request_id, bool) and request_id in self._running:
             self._cancelled_by_client.add(request_id)
             self._running[request_id].cancel()
+            return True
+        return False
 
 
 def _plain_meta(meta: object) -> bool:

@@ -13,7 +13,8 @@ from ..store.hub import Hub
 from ..store.reads import Reader
 from ..store.writer import Writer
 from .features import Features
-from .tools import DEFAULT_MAX_ARGUMENTS, build_mcp_server
+from .sdk_server import build_mcp_server
+from .tools import DEFAULT_MAX_ARGUMENTS
 
 
 def build_http_mcp(

@@ -10,11 +10,8 @@ from __future__ import annotations
 
 import logging
 from functools import partial
-from typing import Any
 
-import mcp_types as types
 import trio
-from mcp.server.context import ServerRequestContext
 
 from .peers import LEVELS, Peer, Peers
 
@@ -78,13 +75,3 @@ class ClientLog(logging.Handler):
         finally:
             logger.removeHandler(self)
             self._token = None
-
-
-def set_level_handler(peers: Peers) -> Any:
-    """The `logging/setLevel` handler: remembers the client's level."""
-
-    async def on_set_level(ctx: ServerRequestContext[Any], params: types.SetLevelRequestParams) -> types.EmptyResult:
-        peers.peer(ctx).level = LEVELS.index(params.level)
-        return types.EmptyResult()
-
-    return on_set_level

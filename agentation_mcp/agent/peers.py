@@ -2,20 +2,24 @@
 changes, log lines and channel messages.
 
 A client joins when its first message reaches the SDK (a middleware on the server sees it) and
-leaves when its connection closes. Each keeps the log level it asked for and the resources it
-subscribed to. Sending never blocks the sender for long: a client that does not read its stream
-within a few seconds misses that one message, as the protocol allows for notifications.
+leaves when its connection closes. A stdio client whose handshake was answered without the SDK is
+expected meanwhile: a notification meant for every client brings it in first (`join_expected`).
+Each keeps the log level it asked for and the resources it subscribed to. Sending never blocks
+the sender for long: a client that does not read its stream within a few seconds misses that one
+message, as the protocol allows for notifications.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 import trio
-from mcp.server.connection import Connection
-from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
+
+if TYPE_CHECKING:  # the SDK's types: this module runs before the SDK is loaded, which it needs only for them
+    from mcp.server.connection import Connection
+    from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 
 log = logging.getLogger("agentation_mcp")
 
@@ -54,10 +58,24 @@ class Peers:
 
     def __init__(self) -> None:
         self._peers: dict[int, Peer] = {}
+        self._expected: dict[int, Callable[[], Awaitable[None]]] = {}
         self.joined = trio.Event()  # set (and replaced) each time a client joins: for tests and waiters
 
     def __len__(self) -> int:
-        return len(self._peers)
+        """The clients connected, those expected included."""
+        return len(self._peers) + len(self._expected)
+
+    def expect(self, join: Callable[[], Awaitable[None]]) -> Callable[[], None]:
+        """Count a client that has not reached the SDK yet; `join` brings it in (it may be called again).
+        Returns the function that forgets it: call it once the client has joined or gone."""
+        key = id(join)
+        self._expected[key] = join
+        return lambda: self._expected.pop(key, None) and None
+
+    async def join_expected(self) -> None:
+        """Bring in every expected client, so that a broadcast reaches it too."""
+        for join in list(self._expected.values()):
+            await join()
 
     def peer(self, ctx: ServerRequestContext[Any]) -> Peer:
         """The client `ctx` came from, joining it first if it is new."""

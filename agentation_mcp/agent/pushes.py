@@ -15,8 +15,9 @@ import trio
 
 from ..models import Event
 from ..store.hub import Hub
-from . import channel, resources
+from . import channel
 from .peers import Peer, Peers
+from .uris import uris_touched
 
 LIST_CHANGED = "notifications/resources/list_changed"
 UPDATED = "notifications/resources/updated"
@@ -47,10 +48,13 @@ async def run_pushes(
 async def _push(event: Event, peers: Peers, with_channel: bool) -> None:
     if not len(peers):
         return
-    if event.type in ("session.created", "session.deleted"):
+    listed = event.type in ("session.created", "session.deleted")
+    if listed or (with_channel and event.type == "annotation.created"):
+        await peers.join_expected()  # these go to every client, one that has not reached the SDK yet too
+    if listed:
         await peers.broadcast(LIST_CHANGED)
     annotation_id = _annotation_id(event)
-    for uri in resources.uris_touched(event.type, event.session_id, annotation_id):
+    for uri in uris_touched(event.type, event.session_id, annotation_id):
         await peers.broadcast(UPDATED, {"uri": uri}, to=partial(_subscribed, uri))
     if with_channel and event.type == "annotation.created" and isinstance(event.payload, dict):
         await peers.broadcast(channel.METHOD, channel.channel_params(event.payload))

@@ -22,17 +22,13 @@ from ..errors import AgentationError, AnnotationNotFound, SessionNotFound
 from . import text
 from .budget import DEFAULT_BUDGET
 from .peers import Peers
+from .uris import ANNOTATION_PREFIX, PENDING, SESSION_PREFIX, SESSIONS
 
 if TYPE_CHECKING:
     from .tools import ToolBackend
 
 RESOURCE_NOT_FOUND = -32002
 INVALID_PARAMS = -32602
-SCHEME = "agentation://"
-PENDING = "agentation://pending"
-SESSIONS = "agentation://sessions"
-SESSION_PREFIX = "agentation://sessions/"
-ANNOTATION_PREFIX = "agentation://annotations/"
 
 FIXED = (
     types.Resource(
@@ -66,18 +62,6 @@ TEMPLATES = (
         mime_type=text.MIME_TYPE,
     ),
 )
-
-
-def uris_touched(event_type: str, session_id: str, annotation_id: str | None) -> list[str]:
-    """The resources an event changes."""
-    uris = [SESSION_PREFIX + session_id]
-    if event_type.startswith("session."):
-        uris.append(SESSIONS)
-    if event_type.startswith(("annotation.", "thread.")):
-        uris.append(PENDING)
-        if annotation_id:
-            uris.append(ANNOTATION_PREFIX + annotation_id)
-    return uris
 
 
 class Resources:

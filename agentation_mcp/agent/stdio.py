@@ -1,47 +1,57 @@
-"""MCP over stdin/stdout, with a stdin that trio can cancel and that answers every line.
+"""MCP over stdin/stdout: the first messages answered here, the SDK loaded when a message needs it.
 
-The SDK reads stdin from a worker thread, which a signal cannot interrupt;
-when stdin is a pipe or socket (as it is under Claude Code) we read it with
-trio's non-blocking fd stream instead, so SIGTERM ends the session at once.
-stdout stays with the SDK, which points fd 1 at stderr while serving, so
-nothing but JSON-RPC ever reaches the wire.
+Importing the MCP SDK is most of a start-up, so this front end reads stdin
+itself and answers, without the SDK, what a session starts with: the
+handshake, `tools/list` and `ping` (`handshake`) and quick tool calls
+(`direct_calls`). The first message it cannot answer (any other method or
+version, a malformed line, the watch tool) loads the SDK on a worker thread,
+starts its session with the client's `initialize` and
+`notifications/initialized` replayed, then hands it that message and every
+later one it does not answer. A notification meant for every client (a new
+session, a channel message) loads the SDK too (`peers.Peers.expect`).
 
-The SDK drops a line it cannot read as a JSON-RPC message without a word,
-and a client that sent an id would wait forever. `ClientLines` checks each
-line first and answers such a line itself: -32700 for text that is not JSON,
--32600 for JSON that is not a JSON-RPC 2.0 message (a batch array, no
-`"jsonrpc"`), -32602 for a request whose text holds a lone surrogate, each
-with the `id` when one can be read, and one line on stderr.
+stdin is read with trio's non-blocking fd stream when it is a pipe or
+socket (as under Claude Code), so SIGTERM ends the session at once. The wire
+gets a private copy of fd 1, and fd 1 itself goes to stderr, so nothing else
+this process prints reaches the protocol stream. When stdout is not a pipe
+or socket, every message goes to the SDK, which writes stdout itself.
 """
 
 from __future__ import annotations
 
 import codecs
-import json
 import logging
 import os
 import stat
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
+import threading
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping
 from functools import partial
-from typing import Any, cast
+from types import ModuleType
+from typing import Any
 
-import anyio
-import mcp_types as types
 import orjson
 import trio
-from mcp.server.lowlevel.server import Server
-from mcp.server.stdio import stdio_server
-from mcp.shared.message import SessionMessage
 
-from ..commands import check_text
-from ..errors import InvalidInput
 from .direct_calls import DirectCalls
+from .features import Features
+from .handshake import Answers, RequestId, no_params, requested_version
+from .tools import Handler
 
 log = logging.getLogger("agentation_mcp")
-PARSE_ERROR = -32700
-INVALID_REQUEST = -32600
-INVALID_PARAMS = -32602
 CLOSING_GRACE = 1.0  # seconds for direct calls to answer once stdin has closed
+_SDK_QUEUE = 64  # lines waiting for the SDK while it loads (stdin is not read beyond them meanwhile)
+_REQUEST_KEYS = frozenset(("jsonrpc", "id", "method", "params"))
+LOADING = threading.RLock()
+"""Held by a worker thread while it imports a part loaded on demand (the SDK here, the HTTP side in `service`),
+so that two such imports never run at once (threads importing modules that import each other can deadlock)."""
+
+
+def load_sdk() -> ModuleType:
+    """The SDK's stdio session module, imported under `LOADING`: the one deliberate lazy import of the SDK."""
+    with LOADING:
+        from . import sdk_stdio
+
+        return sdk_stdio
 
 
 class _FdLines:
@@ -73,117 +83,6 @@ async def _split_lines(read: Callable[[], Awaitable[bytes]]) -> AsyncIterator[st
         yield pending
 
 
-class ClientLines:
-    """The client's lines, passed on to the SDK only when it can read them as a message.
-
-    A line it could not read is answered here, through `outbox` (the SDK's
-    own write stream, so replies never interleave on stdout).
-    """
-
-    def __init__(self, lines: AsyncIterable[str], direct: DirectCalls | None = None) -> None:
-        self._lines = lines
-        self._direct = direct
-        self._outbox: anyio.abc.ObjectSendStream[SessionMessage] | None = None
-        self._ready = trio.Event()
-        self.refused = 0
-
-    def answer_through(self, outbox: anyio.abc.ObjectSendStream[SessionMessage]) -> None:
-        self._outbox = outbox
-        self._ready.set()
-
-    def __aiter__(self) -> AsyncIterator[str]:
-        return self._checked()
-
-    async def _checked(self) -> AsyncIterator[str]:
-        async for line in self._lines:
-            if not line.strip():
-                continue
-            message = _plain_message(line)
-            if message is not None:
-                if self._direct is None or not self._direct.take(message):
-                    yield line
-                continue
-            try:
-                types.jsonrpc_message_adapter.validate_json(line, by_name=False)
-            except ValueError:
-                refusal = refusal_for(line)
-            else:
-                yield line
-                continue
-            self.refused += 1
-            log.warning("[MCP] Answered a message on stdin with an error: %s", refusal.error.message)
-            await self._ready.wait()
-            assert self._outbox is not None
-            try:
-                await self._outbox.send(SessionMessage(refusal))
-            except (anyio.ClosedResourceError, anyio.BrokenResourceError):
-                return
-
-
-_REQUEST_KEYS = frozenset(("jsonrpc", "id", "method", "params"))
-
-
-def _plain_message(line: str) -> dict[str, Any] | None:
-    """The line's message when a cheap check shows it is the common case, a well-formed request or
-    notification, so it needs no second full validation (the SDK validates every line it gets itself);
-    None sends the line to the full check."""
-    try:
-        message = orjson.loads(line)
-    except orjson.JSONDecodeError:
-        return None
-    if not isinstance(message, dict) or message.get("jsonrpc") != "2.0" or not message.keys() <= _REQUEST_KEYS:
-        return None
-    request_id = message.get("id", "")
-    params = message.get("params")
-    plain = (
-        isinstance(message.get("method"), str)
-        and (isinstance(request_id, str) or (isinstance(request_id, int) and not isinstance(request_id, bool)))
-        and (params is None or isinstance(params, dict))
-    )
-    return message if plain else None
-
-
-def refusal_for(line: str) -> types.JSONRPCError:
-    """The JSON-RPC error answering `line`, which is not a message the SDK can read."""
-    try:
-        message = json.loads(line)  # unlike stricter parsers, takes a lone surrogate, to name its field
-    except ValueError:
-        return _error(None, PARSE_ERROR, "Parse error: the line is not valid JSON.")
-    except RecursionError:
-        return _error(None, PARSE_ERROR, "Parse error: the JSON is nested too deeply.")
-    if isinstance(message, list):
-        return _error(None, INVALID_REQUEST, "Invalid Request: batches (JSON arrays) are not supported.")
-    if not isinstance(message, dict):
-        return _error(None, INVALID_REQUEST, "Invalid Request: a message must be a JSON object.")
-    raw_id = message.get("id")
-    request_id = (
-        raw_id if isinstance(raw_id, str) or (isinstance(raw_id, int) and not isinstance(raw_id, bool)) else None
-    )
-    if message.get("jsonrpc") != "2.0":
-        return _error(request_id, INVALID_REQUEST, 'Invalid Request: "jsonrpc" must be "2.0".')
-    try:
-        check_text(message.get("params"), "params")
-    except InvalidInput as exc:
-        return _error(request_id, INVALID_PARAMS, f"Invalid params: {exc}")
-    try:
-        check_text(message)
-    except InvalidInput as exc:
-        return _error(request_id, INVALID_REQUEST, f"Invalid Request: {exc}")
-    return _error(request_id, INVALID_REQUEST, "Invalid Request: not a JSON-RPC 2.0 request, notification or response.")
-
-
-def _error(request_id: str | int | None, code: int, message: str) -> types.JSONRPCError:
-    return types.JSONRPCError(jsonrpc="2.0", id=request_id, error=types.ErrorData(code=code, message=message))
-
-
-def _pollable(fd: int) -> bool:
-    try:
-        mode = os.fstat(fd).st_mode
-    except OSError:
-        return False
-    return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
-
-
 class _ThreadLines:
     """Lines of text from a terminal or a file, read on worker threads that a signal does not wait for.
 
@@ -206,64 +105,221 @@ class _ThreadLines:
 
 
 class _FdWriter:
-    """stdout, written with trio's non-blocking fd stream instead of a thread hop per write.
+    """stdout, written with trio's non-blocking fd stream, one whole line at a time under a lock (the SDK,
+    `DirectCalls` and the handshake all write here, so lines never interleave)."""
 
-    Both the SDK (`write`) and `DirectCalls` (`send`) write here, one whole
-    line at a time under a lock; `observe` sees each line the SDK writes.
-    """
-
-    def __init__(self, fd: int, observe: Callable[[str], None] | None = None) -> None:
+    def __init__(self, fd: int) -> None:
         self._stream = trio.lowlevel.FdStream(fd)
         self._lock = trio.Lock()
-        self._observe = observe
-
-    async def write(self, text: str) -> None:
-        if self._observe is not None:
-            self._observe(text)
-        await self.send(text.encode("utf-8"))
 
     async def send(self, data: bytes) -> None:
         async with self._lock:
             await self._stream.send_all(data)
 
-    async def flush(self) -> None:
-        """Nothing to do: every write is already on the pipe."""
+
+def plain_message(line: str) -> dict[str, Any] | None:
+    """The line's message when a cheap check shows it is the common case, a well-formed request or
+    notification; None sends the line to the SDK's full check."""
+    try:
+        message = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(message, dict) or message.get("jsonrpc") != "2.0" or not message.keys() <= _REQUEST_KEYS:
+        return None
+    request_id = message.get("id", "")
+    params = message.get("params")
+    plain = (
+        isinstance(message.get("method"), str)
+        and (isinstance(request_id, str) or (isinstance(request_id, int) and not isinstance(request_id, bool)))
+        and (params is None or isinstance(params, dict))
+    )
+    return message if plain else None
+
+
+def pollable(fd: int) -> bool:
+    """Whether `fd` is a pipe or a socket."""
+    try:
+        mode = os.fstat(fd).st_mode
+    except OSError:
+        return False
+    return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
 
 
 def _stdin_lines() -> AsyncIterable[str]:
-    return _FdLines(0) if _pollable(0) else _ThreadLines(0)
+    return _FdLines(0) if pollable(0) else _ThreadLines(0)
 
 
-async def serve_stdio(server: Server[Any], direct: DirectCalls | None = None) -> None:
+class _Sdk:
+    """The SDK's session, started by the first line that needs it (`send`) or by `join`."""
+
+    def __init__(
+        self, nursery: trio.Nursery, send: Callable[[bytes], Awaitable[None]] | None, session: Mapping[str, Any]
+    ) -> None:
+        self._nursery = nursery
+        self._send = send
+        self._session = session
+        self._lines_in, self._lines_out = trio.open_memory_channel[tuple[str, bool]](_SDK_QUEUE)
+        self._replay: list[str] = []
+        self._replayed: RequestId | None = None
+        self.started = False
+        self.ready = trio.Event()  # the SDK has caught up with the replayed handshake
+        self.done = trio.Event()
+
+    def replay(self, line: str, request_id: RequestId | None = None) -> None:
+        """A line the front end answered that the SDK must see first (`request_id`: the initialize's)."""
+        self._replay.append(line)
+        if request_id is not None:
+            self._replayed = request_id
+
+    async def send(self, line: str, well_formed: bool) -> None:
+        self._start()
+        await self._lines_in.send((line, well_formed))
+
+    async def join(self) -> None:
+        """Start the SDK if it is not running, and wait until it has caught up (or ended)."""
+        if self.ready.is_set() or self.done.is_set():
+            return
+        self._start()
+        with trio.CancelScope() as scope:
+            self._nursery.start_soon(self._cancel_when_done, scope)
+            await self.ready.wait()
+            scope.cancel()
+
+    async def _cancel_when_done(self, scope: trio.CancelScope) -> None:
+        await self.done.wait()
+        scope.cancel()
+
+    def close(self) -> None:
+        """stdin has ended: so do the SDK's lines."""
+        self._lines_in.close()
+
+    def _start(self) -> None:
+        if not self.started:
+            self.started = True
+            self._nursery.start_soon(self._run)
+
+    async def _lines(self) -> AsyncIterator[tuple[str, bool]]:
+        for line in self._replay:
+            yield line, True
+        async with self._lines_out:
+            async for item in self._lines_out:
+                yield item
+
+    async def _run(self) -> None:
+        try:
+            sdk_stdio = await trio.to_thread.run_sync(load_sdk)
+            await sdk_stdio.run_session(
+                self._lines(), self._send, replayed=self._replayed, ready=self.ready, **self._session
+            )
+        finally:
+            self.done.set()
+
+
+async def serve_stdio(
+    handlers: Mapping[str, Handler],
+    features: Features,
+    *,
+    max_arguments: int,
+    answered: Callable[[], None] | None = None,
+) -> None:
     """Serve one MCP session on this process's stdin/stdout until stdin closes.
 
-    With `direct`, quick tool calls skip the SDK's dispatch (only when stdout
-    is a pipe or socket, which this module then writes itself).
+    `answered` is called once the client's first message has been dealt with
+    (so that slower start-up work can begin without holding up the handshake).
     """
-    stdout: _FdWriter | None = None
+    session = {"handlers": handlers, "features": features, "max_arguments": max_arguments}
     wire = -1
-    if _pollable(1):
-        # The wire gets a private copy of fd 1, and fd 1 itself goes to stderr, so that nothing else this
-        # process prints can reach the protocol stream (what the SDK does for the stdout it opens itself).
+    writer: _FdWriter | None = None
+    if pollable(1):
         wire = os.dup(1)
         os.dup2(2, 1)
-        stdout = _FdWriter(wire, direct.saw_output if direct is not None else None)
-    else:
-        direct = None
-    lines = ClientLines(_stdin_lines(), direct)
+        writer = _FdWriter(wire)
     try:
-        async with trio.open_nursery() as calls:
-            if direct is not None and stdout is not None:
-                direct.start(calls, stdout.send)
-            async with stdio_server(
-                stdin=cast(anyio.AsyncFile[str], lines), stdout=cast(anyio.AsyncFile[str] | None, stdout)
-            ) as (read_stream, write_stream):
-                lines.answer_through(write_stream)
-                await server.run(read_stream, write_stream, server.create_initialization_options())
-                if direct is not None:
-                    direct.close()
-                    # Their last answers go to a client that may have stopped reading: do not wait long.
-                    calls.cancel_scope.deadline = trio.current_time() + CLOSING_GRACE
+        async with trio.open_nursery() as nursery:
+            sdk = _Sdk(nursery, writer.send if writer is not None else None, session)
+            if writer is None:
+                await _pass_everything(sdk, answered)
+            else:
+                direct = DirectCalls(handlers, max_arguments=max_arguments)
+                direct.start(nursery, writer.send)
+                front = _Front(sdk, direct, writer.send, Answers(with_channel=features.with_channel))
+                forget = features.peers.expect(sdk.join)
+                try:
+                    await front.serve(answered)
+                finally:
+                    forget()
+                direct.close()
+            if sdk.started:
+                await sdk.done.wait()
+            # The last answers go to a client that may have stopped reading: do not wait long.
+            nursery.cancel_scope.deadline = trio.current_time() + CLOSING_GRACE
     finally:
         if wire >= 0:
             os.dup2(wire, 1)
+
+
+async def _pass_everything(sdk: _Sdk, answered: Callable[[], None] | None) -> None:
+    async for line in _stdin_lines():
+        if line.strip():
+            await sdk.send(line, plain_message(line) is not None)
+            if answered is not None:
+                answered()
+                answered = None
+    sdk.close()
+
+
+class _Front:
+    """Routes each line: answered here, run by `DirectCalls`, or handed to the SDK."""
+
+    def __init__(
+        self, sdk: _Sdk, direct: DirectCalls, send: Callable[[bytes], Awaitable[None]], answers: Answers
+    ) -> None:
+        self._sdk = sdk
+        self._direct = direct
+        self._send = send
+        self._answers = answers
+        self._state = "new"  # "ours": our handshake answered; "initialized": its notification seen; "sdk"
+
+    async def serve(self, answered: Callable[[], None] | None) -> None:
+        async for line in _stdin_lines():
+            if not line.strip():
+                continue
+            message = plain_message(line)
+            if message is None:
+                await self._sdk.send(line, False)
+            elif not await self._answer(message, line):
+                await self._sdk.send(line, True)
+            if answered is not None:
+                answered()
+                answered = None
+        self._sdk.close()
+
+    async def _answer(self, message: dict[str, Any], line: str) -> bool:
+        """Whether `message` was answered (or taken) here; False hands it to the SDK."""
+        method = message["method"]
+        request_id = message.get("id")
+        if method == "initialize":
+            version = requested_version(message.get("params"))
+            if self._state != "new" or request_id is None or version is None or self._sdk.started:
+                self._state = "sdk"
+                self._direct.agree(None)
+                return False
+            await self._send(self._answers.initialize(request_id, version))
+            self._state = "ours"
+            self._sdk.replay(line, request_id)
+            self._direct.agree(version)
+            return True
+        if self._state == "new" or self._state == "sdk":
+            return False
+        if method == "notifications/initialized" and self._state == "ours" and not self._sdk.started:
+            self._state = "initialized"
+            self._sdk.replay(line)
+            return True
+        if request_id is not None and no_params(message):
+            if method == "tools/list":
+                await self._send(self._answers.tools_list(request_id))
+                return True
+            if method == "ping":
+                await self._send(self._answers.ping(request_id))
+                return True
+        return self._direct.take(message)

@@ -1,10 +1,11 @@
-"""The nine MCP tools, served by `mcp`'s low-level server inside our trio nursery.
+"""What the nine MCP tools do, without the SDK: their handlers over a backend, and one call's outcome.
 
-Tool names, input property names and types, `required` lists, result texts
-(2-space indented JSON) and error texts match the reference; descriptions are
-our own. Each result also carries the same data as structured content. Tools
-read through the store reader and write through the writer, so a tool's
-reply means its change is committed.
+Result texts (2-space indented JSON) and error texts match the reference.
+Each result also carries the same data as structured content. Tools read
+through the store reader and write through the writer, so a tool's reply
+means its change is committed. The specs are in `specs`; the SDK's server
+that serves them is built in `sdk_server`; quick calls on stdio skip it
+(`direct_calls`).
 """
 
 from __future__ import annotations
@@ -14,11 +15,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-import mcp_types as types
-from mcp.server.context import ServerRequestContext
-from mcp.server.lowlevel.server import Server
-
-from .. import __version__, operations
+from .. import operations
 from ..clients.watch import DEFAULT_BATCH_WINDOW, DEFAULT_TIMEOUT, clamp, watch_annotations, watch_remote
 from ..commands import Command, check_text
 from ..errors import AgentationError, AnnotationNotFound, InvalidInput
@@ -28,7 +25,6 @@ from ..store.hub import Hub
 from ..store.reads import Reader
 from ..store.writer import Writer
 from .budget import (
-    RESULT_SIZE_META,
     PageBudget,
     cursor_argument,
     decode_id,
@@ -36,182 +32,18 @@ from .budget import (
     id_cursor,
     position_cursor,
 )
-from .progress import reporting_progress
-from .write_order import CURRENT_TURN
+from .specs import MAX_LIMIT, SPEC_BY_NAME, argument_issues
+from .write_order import Turn
 
 if TYPE_CHECKING:
     from ..clients.remote import AsyncRemoteClient
-    from .features import Features
 
-Handler = Callable[[Mapping[str, Any]], Awaitable[JsonObject]]
-
-
-@dataclass(frozen=True, slots=True)
-class ToolSpec:
-    name: str
-    description: str
-    properties: dict[str, tuple[str, str]]  # name -> (JSON type, description)
-    required: tuple[str, ...]
-    hints: types.ToolAnnotations
-
-    def to_tool(self) -> types.Tool:
-        return types.Tool(
-            name=self.name,
-            description=self.description,
-            input_schema={
-                "type": "object",
-                "properties": {n: {"type": t, "description": d} for n, (t, d) in self.properties.items()},
-                "required": list(self.required),
-            },
-            annotations=self.hints,
-            _meta=RESULT_SIZE_META,
-        )
+Handler = Callable[[Mapping[str, Any], Turn | None], Awaitable[JsonObject]]
+"""A tool's behaviour: its checked arguments, and the turn its write waits for (None: no order to keep)."""
 
 
-_READ = types.ToolAnnotations(read_only_hint=True, open_world_hint=False)
-_MARK = types.ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=True, open_world_hint=False)
-_ADD = types.ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=False)
-
-_KINDS = (
-    'Every annotation has a `kind`: "feedback" (a comment on an element, the default), "placement" '
-    '(a design component the user placed on the page) or "rearrange" (a section the user moved or '
-    "resized); placement and rearrange annotations carry their layout data."
-)
-_SOURCE = "When `sourceFile` is present it names the file and line that rendered the element: start there."
-MAX_LIMIT = 100_000
-_LIMIT = (
-    f"Optional: return at most this many (up to {MAX_LIMIT}), however long the result; by default a page "
-    "holds what fits in about 80,000 characters. When there are more, the result's `more` says how many "
-    "were left out and its `after` continues the list"
-)
-_AFTER = "Optional: the `after` value of the previous page, to get the annotations that follow it"
 # Above this size a result goes out as text only: one copy of the data, not two.
 STRUCTURED_MAX_BYTES = 256 * 1024
-
-SPECS: tuple[ToolSpec, ...] = (
-    ToolSpec("agentation_list_sessions", "List every annotation session (one per annotated page).", {}, (), _READ),
-    ToolSpec(
-        "agentation_get_session",
-        "Get one session and every annotation in it, whatever its status.",
-        {"sessionId": ("string", "Id of the session to fetch")},
-        ("sessionId",),
-        _READ,
-    ),
-    ToolSpec(
-        "agentation_get_pending",
-        f"Get the annotations of one session that are still pending (nobody has acknowledged, resolved or "
-        f"dismissed them yet). {_KINDS} {_SOURCE}",
-        {
-            "sessionId": ("string", "Id of the session whose pending annotations to list"),
-            "limit": ("number", _LIMIT),
-            "after": ("string", _AFTER),
-        },
-        ("sessionId",),
-        _READ,
-    ),
-    ToolSpec(
-        "agentation_get_all_pending",
-        f"Get the pending annotations of all sessions at once, feedback, placements and rearrangements alike. "
-        f"{_KINDS} {_SOURCE}",
-        {"limit": ("number", _LIMIT), "after": ("string", _AFTER)},
-        (),
-        _READ,
-    ),
-    ToolSpec(
-        "agentation_acknowledge",
-        "Mark an annotation as acknowledged, telling the person you have seen it and are working on it.",
-        {"annotationId": ("string", "Id of the annotation to acknowledge")},
-        ("annotationId",),
-        _MARK,
-    ),
-    ToolSpec(
-        "agentation_resolve",
-        "Mark an annotation as resolved once you have made the change it asks for; its marker then leaves "
-        "the person's page. Add a short summary of what you changed. Resolve only what the person accepted.",
-        {
-            "annotationId": ("string", "Id of the annotation to resolve"),
-            "summary": ("string", "Optional: what you changed, added to the annotation's thread"),
-        },
-        ("annotationId",),
-        _ADD,
-    ),
-    ToolSpec(
-        "agentation_dismiss",
-        "Dismiss an annotation you have decided not to act on, and say why; its marker then leaves the person's page.",
-        {
-            "annotationId": ("string", "Id of the annotation to dismiss"),
-            "reason": ("string", "Why it is not being addressed, added to the annotation's thread"),
-        },
-        ("annotationId", "reason"),
-        _ADD,
-    ),
-    ToolSpec(
-        "agentation_reply",
-        "Add a message to an annotation's thread: ask the person a question or tell them how it is going.",
-        {
-            "annotationId": ("string", "Id of the annotation to reply on"),
-            "message": ("string", "The text of the reply"),
-        },
-        ("annotationId", "message"),
-        _ADD,
-    ),
-    ToolSpec(
-        "agentation_watch_annotations",
-        "Wait for the person to annotate in the browser and return the new annotations as one batch. "
-        "Annotations already pending are returned at once; otherwise it waits up to timeoutSeconds for a "
-        "first new one, then keeps collecting for batchWindowSeconds before returning. All kinds are "
-        "included (feedback, placement, rearrange). Call it in a loop for hands-free work; after each fix "
-        "call agentation_resolve with the annotation's id and a summary, and resolve only what the person "
-        "accepted: if they reject a change, leave the annotation open.",
-        {
-            "sessionId": ("string", "Optional: watch only this session (default: every session)"),
-            "batchWindowSeconds": (
-                "number",
-                "Seconds to keep collecting after the first new annotation (default 10, from 1 to 60)",
-            ),
-            "timeoutSeconds": (
-                "number",
-                "Longest wait, in seconds, for a first new annotation (default 120, from 1 to 300)",
-            ),
-        },
-        (),
-        types.ToolAnnotations(read_only_hint=True, open_world_hint=False),
-    ),
-)
-SPEC_BY_NAME = {spec.name: spec for spec in SPECS}
-READ_ONLY_TOOLS = frozenset(spec.name for spec in SPECS if spec.hints.read_only_hint)
-
-
-def _js_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int | float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    return "object"
-
-
-def argument_issues(spec: ToolSpec, arguments: Mapping[str, Any]) -> list[JsonObject]:
-    """Problems with `arguments`, in the shape the reference reports them."""
-    issues: list[JsonObject] = []
-    for name, (expected, _) in spec.properties.items():
-        if name in arguments:
-            received = _js_type(arguments[name])
-        elif name in spec.required:
-            received = "undefined"
-        else:
-            continue
-        if received != expected:
-            message = "Required" if received == "undefined" else f"Expected {expected}, received {received}"
-            issues.append(
-                {"code": "invalid_type", "expected": expected, "received": received, "path": [name], "message": message}
-            )
-    return issues
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,14 +54,6 @@ class ToolOutcome:
     text: str
     structured_content: JsonObject | None = None
     is_error: bool = False
-
-    def to_result(self) -> types.CallToolResult:
-        """The SDK's model of this outcome."""
-        return types.CallToolResult(
-            content=[types.TextContent(type="text", text=self.text)],
-            structured_content=self.structured_content,
-            is_error=self.is_error,
-        )
 
     def wire(self) -> JsonObject:
         """This outcome as a `tools/call` result on the wire, in the form and key order the SDK sends."""
@@ -394,9 +218,8 @@ def build_remote_handlers(remote: AsyncRemoteClient) -> dict[str, Handler]:
 def tool_handlers(backend: ToolBackend) -> dict[str, Handler]:
     """The nine tools' behaviour over `backend`, keyed by name."""
 
-    async def carry_out(operation: tuple[Command, JsonObject]) -> JsonObject:
+    async def carry_out(operation: tuple[Command, JsonObject], turn: Turn | None) -> JsonObject:
         command, result = operation
-        turn = CURRENT_TURN.get()
         if turn is None:
             await backend.submit(command)
         else:
@@ -404,33 +227,33 @@ def tool_handlers(backend: ToolBackend) -> dict[str, Handler]:
             await backend.submit(command, turn.pass_on)
         return result
 
-    async def list_sessions(args: Mapping[str, Any]) -> JsonObject:
+    async def list_sessions(args: Mapping[str, Any], turn: Turn | None) -> JsonObject:
         return {"sessions": [session_summary(s) for s in await backend.list_sessions()]}
 
-    async def get_session(args: Mapping[str, Any]) -> JsonObject:
+    async def get_session(args: Mapping[str, Any], turn: Turn | None) -> JsonObject:
         return await backend.get_session(args["sessionId"])
 
-    async def get_pending(args: Mapping[str, Any]) -> JsonObject:
+    async def get_pending(args: Mapping[str, Any], turn: Turn | None) -> JsonObject:
         return pending_result(await backend.pending(args["sessionId"], _limit(args), cursor_argument(args)))
 
-    async def get_all_pending(args: Mapping[str, Any]) -> JsonObject:
+    async def get_all_pending(args: Mapping[str, Any], turn: Turn | None) -> JsonObject:
         return pending_result(await backend.pending(None, _limit(args), cursor_argument(args)))
 
-    async def acknowledge(args: Mapping[str, Any]) -> JsonObject:
-        return await carry_out(operations.acknowledge(args["annotationId"]))
+    async def acknowledge(args: Mapping[str, Any], turn: Turn | None) -> JsonObject:
+        return await carry_out(operations.acknowledge(args["annotationId"]), turn)
 
-    async def resolve(args: Mapping[str, Any]) -> JsonObject:
-        return await carry_out(operations.resolve(args["annotationId"], args.get("summary")))
+    async def resolve(args: Mapping[str, Any], turn: Turn | None) -> JsonObject:
+        return await carry_out(operations.resolve(args["annotationId"], args.get("summary")), turn)
 
-    async def dismiss(args: Mapping[str, Any]) -> JsonObject:
-        return await carry_out(operations.dismiss(args["annotationId"], args["reason"]))
+    async def dismiss(args: Mapping[str, Any], turn: Turn | None) -> JsonObject:
+        return await carry_out(operations.dismiss(args["annotationId"], args["reason"]), turn)
 
-    async def reply(args: Mapping[str, Any]) -> JsonObject:
+    async def reply(args: Mapping[str, Any], turn: Turn | None) -> JsonObject:
         if not args["message"]:
             await backend.get_annotation(args["annotationId"])  # an unknown id is the clearer error
-        return await carry_out(operations.reply(args["annotationId"], args["message"]))
+        return await carry_out(operations.reply(args["annotationId"], args["message"]), turn)
 
-    async def watch(args: Mapping[str, Any]) -> JsonObject:
+    async def watch(args: Mapping[str, Any], turn: Turn | None) -> JsonObject:
         return await backend.watch(
             args.get("sessionId"),
             clamp(args.get("batchWindowSeconds"), DEFAULT_BATCH_WINDOW, 1, 60),
@@ -459,8 +282,9 @@ async def call_tool(
     arguments: Mapping[str, Any] | None,
     *,
     max_bytes: int = DEFAULT_MAX_ARGUMENTS,
+    turn: Turn | None = None,
 ) -> ToolOutcome:
-    """Run one tool call and turn its outcome into a tool result (errors included).
+    """Run one tool call and turn its outcome into a tool result (errors included); a write waits for `turn`.
 
     Arguments larger than `max_bytes` as JSON are refused, as an HTTP body
     over the same limit is.
@@ -477,45 +301,8 @@ async def call_tool(
         check_text(args)
         if len(json_bytes(args)) > max_bytes:
             raise InvalidInput("arguments", f"Tool arguments too large: the limit is {max_bytes} bytes.")
-        return _text_result(await handler(args))
+        return _text_result(await handler(args, turn))
     except AnnotationNotFound as exc:
         return _error_result(f"Annotation not found: {exc.item_id}")
     except AgentationError as exc:
         return _error_result(str(exc))
-
-
-def build_mcp_server(
-    writer: Writer,
-    hub: Hub,
-    reader: Reader,
-    *,
-    max_arguments: int = DEFAULT_MAX_ARGUMENTS,
-    features: Features | None = None,
-) -> Server[Any]:
-    """A fresh MCP server with the nine tools on the local store; one per stdio or HTTP session is fine."""
-    return mcp_server_for(build_handlers(writer, hub, reader), max_arguments=max_arguments, features=features)
-
-
-def mcp_server_for(
-    handlers: Mapping[str, Handler], *, max_arguments: int = DEFAULT_MAX_ARGUMENTS, features: Features | None = None
-) -> Server[Any]:
-    """A fresh MCP server with the nine tools carried out by `handlers`, and `features` besides them."""
-    tools = [spec.to_tool() for spec in SPECS]
-
-    async def on_list_tools(
-        ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
-    ) -> types.ListToolsResult:
-        return types.ListToolsResult(tools=tools)
-
-    async def on_call_tool(ctx: ServerRequestContext[Any], params: types.CallToolRequestParams) -> types.CallToolResult:
-        async with reporting_progress(ctx, params.name, params.arguments):
-            outcome = await call_tool(handlers, params.name, params.arguments, max_bytes=max_arguments)
-        return outcome.to_result()
-
-    server = Server("agentation", version=__version__, on_list_tools=on_list_tools, on_call_tool=on_call_tool)
-    # The SDK wraps every request in an OpenTelemetry span by default; with no exporter installed that is
-    # a fifth of a tool call's CPU spent on nothing. The SDK documents emptying this list as the opt-out.
-    server.middleware.clear()
-    if features is not None:
-        features.install(server)
-    return server

@@ -11,12 +11,11 @@ A `Turnstile` hands each call that may write a `Turn`, in arrival order.
 The call queues its command only once every earlier turn has passed, and
 its own turn passes as soon as the command is queued, not when it is
 committed, so the writer still commits a burst as one batch. A turn also
-passes when its call ends without writing (an error, a cancellation).
+passes when its call ends without writing (an error, a cancellation). The
+turn is handed to the tool's handler with its arguments (`tools.Handler`).
 """
 
 from __future__ import annotations
-
-from contextvars import ContextVar
 
 import trio
 
@@ -70,7 +69,3 @@ class Turn:
         if not self.passed:
             self.passed = True
             self._turnstile._pass(self.number)
-
-
-# The turn of the tool call running in this task, if its writes are kept in order.
-CURRENT_TURN: ContextVar[Turn | None] = ContextVar("agentation_write_turn", default=None)

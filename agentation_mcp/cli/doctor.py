@@ -2,6 +2,9 @@
 
 The checks run side by side, each with its own short timeout, so the whole
 report comes within about three seconds even when the port's owner hangs.
+With `--http-url URL` (as the npm server's doctor takes it) the server, its
+version and its store are checked through that server's HTTP API instead of
+the local port and store.
 """
 
 from __future__ import annotations
@@ -16,11 +19,13 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 from .. import __version__
 from ..config import DEFAULT_PORT, parse_cors_origins
@@ -30,6 +35,7 @@ from .registration import register_command, server_command
 OK, FAIL, WARN = "✓", "✗", "!"
 DEADLINE = 2.8  # seconds for the whole report
 NETWORK_TIMEOUT = 1.0
+MCP_TIMEOUT = DEADLINE - 0.4  # a server builds its /mcp app (loading the MCP SDK) at the first request
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +52,8 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"the HTTP port to check (default {DEFAULT_PORT})")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--http-url", metavar="URL", help="check the server at URL through its HTTP API instead")
+    p.add_argument("--api-key", metavar="KEY", help="the access key for --http-url (sent as x-api-key)")
     return p
 
 
@@ -53,16 +61,20 @@ def run_doctor(argv: Sequence[str]) -> int:
     args = parser().parse_args(argv)
     home = Path(os.environ.get("HOME") or Path.home())
     store_path = home / ".agentation" / "store.db"
-    checks = _run_all(
-        [
-            ("environment", _environment),
+    where: list[tuple[str, Callable[[], list[Check]]]]
+    if args.http_url:
+        if not args.http_url.startswith(("http://", "https://")):
+            sys.stderr.write("agentation-mcp doctor: --http-url must be an http:// or https:// URL.\n")
+            return 2
+        api = _Api(args.http_url, args.api_key or os.environ.get("AGENTATION_ACCESS_KEY"))
+        where = [("server", api.health), ("version", api.version), ("store", api.store)]
+    else:
+        where = [
             ("store", lambda: _store(store_path)),
             ("port", lambda: _port(args.port)),
             ("sharing", lambda: _sharing(store_path)),
-            ("Claude Code", _registration),
-            ("toolbar", _toolbar),
         ]
-    )
+    checks = _run_all([("environment", _environment), *where, ("Claude Code", _registration), ("toolbar", _toolbar)])
     if args.json:
         report = {"ok": all(c.status != FAIL for c in checks), "checks": [asdict(c) for c in checks]}
         sys.stdout.write(json.dumps(report, ensure_ascii=False, indent=2) + "\n")
@@ -181,6 +193,120 @@ def _port(port: int) -> list[Check]:
             "stop it, or run the server with --port and point the toolbar at that port",
         )
     ]
+
+
+class _Api:
+    """The checks of a server through its HTTP API (`--http-url`), each with one short request or two."""
+
+    def __init__(self, url: str, key: str | None) -> None:
+        self.url = url.rstrip("/")
+        self.key = key
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        body: object = None,
+        headers: dict[str, str] | None = None,
+        timeout: float = NETWORK_TIMEOUT,
+    ) -> Any:
+        """(status, headers, body text) of one request; a 401 raises `_KeyError`, no answer `OSError`."""
+        sent = {"Accept": "application/json, text/event-stream", **(headers or {})}
+        if self.key:
+            sent["x-api-key"] = self.key
+        data = None if body is None else json.dumps(body).encode()
+        if data is not None:
+            sent["Content-Type"] = "application/json"
+        request = urllib.request.Request(self.url + path, data=data, headers=sent, method=method)
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as answer:
+                return answer.status, answer.headers, answer.read().decode("utf-8", "replace")
+        except urllib.error.HTTPError as exc:
+            if exc.code == 401:
+                raise _KeyError(self.key is not None) from None
+            return exc.code, exc.headers, exc.read().decode("utf-8", "replace")
+
+    def _key_check(self, name: str, refusal: _KeyError) -> list[Check]:
+        if refusal.sent:
+            return [Check(name, FAIL, f"{self.url} refused the access key (401)", "pass the right one: --api-key KEY")]
+        return [Check(name, FAIL, f"{self.url} needs an access key (401)", "pass it: --api-key KEY")]
+
+    def health(self) -> list[Check]:
+        try:
+            status, _, text = self._call("GET", "/health")
+            health = json.loads(text) if status == 200 else None
+        except (OSError, ValueError) as exc:
+            return [Check("server", FAIL, f"cannot reach {self.url}: {exc}", "start it, or check --http-url")]
+        if not isinstance(health, dict) or health.get("status") != "ok":
+            return [Check("server", FAIL, f"{self.url}/health answered {status}: not an agentation server")]
+        return [Check("server", OK, f"{self.url} is an agentation server, mode {health.get('mode', '?')}")]
+
+    def version(self) -> list[Check]:
+        """The version the server's `/mcp` endpoint gives in its `initialize` answer."""
+        params = {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "doctor", "version": "1"}}
+        try:
+            status, headers, text = self._call(
+                "POST",
+                "/mcp",
+                {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": params},
+                timeout=MCP_TIMEOUT,
+            )
+        except _KeyError as refusal:
+            return self._key_check("version", refusal)
+        except TimeoutError:
+            slow = f"{self.url}/mcp did not answer within {MCP_TIMEOUT:.1f} s (its first request loads the MCP SDK)"
+            return [Check("version", WARN, slow, "run doctor again")]
+        except OSError as exc:
+            return [Check("version", FAIL, f"cannot reach {self.url}/mcp: {exc}")]
+        session = headers.get("mcp-session-id") if headers else None
+        if session:
+            try:
+                self._call("DELETE", "/mcp", headers={"mcp-session-id": session})
+            except (OSError, _KeyError):
+                pass  # the server closes an idle session itself
+        server = _initialize_result(text).get("serverInfo") if status == 200 else None
+        if not isinstance(server, dict):
+            return [Check("version", FAIL, f"{self.url}/mcp answered {status} without serverInfo")]
+        theirs = f"{server.get('name', '?')} {server.get('version', '?')}"
+        if server.get("version") != __version__:
+            return [Check("version", WARN, f"the server runs {theirs}; this command is agentation-mcp {__version__}")]
+        return [Check("version", OK, f"the server runs {theirs}, as this command does")]
+
+    def store(self) -> list[Check]:
+        """The store as the API reads it: its sessions and pending annotations."""
+        try:
+            _, _, sessions_text = self._call("GET", "/sessions")
+            status, _, pending_text = self._call("GET", "/pending")
+            sessions, pending = json.loads(sessions_text), json.loads(pending_text)
+        except _KeyError as refusal:
+            return self._key_check("store", refusal)
+        except (OSError, ValueError) as exc:
+            return [Check("store", FAIL, f"cannot read {self.url}/sessions and /pending: {exc}")]
+        if status != 200 or not isinstance(sessions, list) or not isinstance(pending, dict):
+            return [Check("store", FAIL, f"{self.url}/pending answered {status}: {pending_text[:200]}")]
+        count = pending.get("count", len(pending.get("annotations", [])))
+        return [Check("store", OK, f"read through the API: {len(sessions)} session(s), {count} pending annotation(s)")]
+
+
+class _KeyError(Exception):
+    """The server answered 401; `sent` says whether a key was sent."""
+
+    def __init__(self, sent: bool) -> None:
+        super().__init__()
+        self.sent = sent
+
+
+def _initialize_result(text: str) -> dict[str, Any]:
+    """The `result` of an `initialize` answer sent as JSON or as one server-sent event."""
+    for candidate in [text, *(line[5:] for line in text.splitlines() if line.startswith("data:"))]:
+        try:
+            message = json.loads(candidate)
+        except ValueError:
+            continue
+        if isinstance(message, dict) and isinstance(message.get("result"), dict):
+            result: dict[str, Any] = message["result"]
+            return result
+    return {}
 
 
 def _listener_pid(port: int) -> int | None:

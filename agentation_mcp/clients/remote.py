@@ -43,6 +43,15 @@ class _Api:
         self.base_url = base_url.rstrip("/")
         self.headers = {"x-api-key": api_key} if api_key else {}
 
+    def key_refused(self) -> RemoteUnavailable:
+        """The error for a 401: a key is needed and none was sent, or the one sent is wrong."""
+        if "x-api-key" not in self.headers:
+            return RemoteUnavailable(
+                f"The agentation server at {self.base_url} needs an access key (401): pass it with --api-key KEY "
+                "(or set AGENTATION_ACCESS_KEY)."
+            )
+        return RemoteUnavailable(f"The agentation server at {self.base_url} refused the access key (401).")
+
     def unreachable(self, exc: Exception) -> RemoteUnavailable:
         return RemoteUnavailable(
             f"Cannot reach the agentation server at {self.base_url}: {exc or type(exc).__name__}. "
@@ -51,7 +60,7 @@ class _Api:
 
     def answer(self, response: httpx2.Response, method: str, path: str) -> Any:
         if response.status_code == 401:
-            raise RemoteUnavailable(f"The agentation server at {self.base_url} refused the access key (401).")
+            raise self.key_refused()
         try:
             data = response.json()
         except ValueError:
