@@ -17,7 +17,6 @@ action request.
 
 from __future__ import annotations
 
-import socket
 from collections import OrderedDict, deque
 from dataclasses import dataclass
 
@@ -94,12 +93,12 @@ class _Stream:
     from the table instead.
     """
 
-    __slots__ = ("busy", "chunked", "cursor", "lagged", "listener", "queue", "queued", "sock", "wake")
+    __slots__ = ("busy", "chunked", "cursor", "lagged", "listener", "queue", "queued", "request", "wake")
 
-    def __init__(self, listener: Listener, sock: socket.socket | None, chunked: bool, cursor: int) -> None:
+    def __init__(self, listener: Listener, request: Request, cursor: int) -> None:
         self.listener = listener
-        self.sock = sock
-        self.chunked = chunked
+        self.request = request
+        self.chunked = request.chunked
         self.cursor = cursor  # the last sequence written
         self.queue: deque[tuple[int, bytes]] = deque()
         self.queued = 0
@@ -110,7 +109,7 @@ class _Stream:
     def offer(self, sequence: int, data: bytes) -> None:
         if self.lagged:
             return
-        if self.busy or self.queue or self.sock is None:
+        if self.busy or self.queue:
             # The task owns the cursor while it writes; it drops repeats as it goes.
             self._enqueue(sequence, data)
             return
@@ -119,10 +118,8 @@ class _Stream:
                 return
             self.cursor = sequence
         try:
-            sent = self.sock.send(data)
-        except BlockingIOError:
-            sent = 0
-        except OSError:
+            sent = self.request.try_send(data)
+        except ClientGone:
             self.wake.set()  # broken: the task finds out when it writes
             return
         if sent < len(data):
@@ -190,8 +187,7 @@ class EventStreams:
         resume = sse.parse_last_event_id(request.headers.get("last-event-id"))
         cursor = reads.last_sequence(self.reader) if resume is None else resume
         self.listeners.add(listener)
-        sock = request.direct_socket()
-        stream = _Stream(listener, sock, request.chunked, cursor)
+        stream = _Stream(listener, request, cursor)
         try:
             await request.start_stream(
                 200,
@@ -215,8 +211,6 @@ class EventStreams:
             # The stream ends with the connection: it is never marked as answered in full.
             self._leave(stream)
             self.listeners.discard(listener)
-            if sock is not None:
-                sock.close()
 
     async def _pump(self, request: Request, stream: _Stream) -> None:
         """Replay from the stream's cursor, then write whatever the fan-out queues, forever.
