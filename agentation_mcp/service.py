@@ -35,7 +35,7 @@ from .store.hub import Hub
 from .store.reads import Reader
 from .store.writer import Writer, run_writer
 
-log = logging.getLogger("agentation_mcp")
+log = logging.getLogger(__name__)
 
 
 async def _cancel_on_signal(

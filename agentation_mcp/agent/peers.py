@@ -17,7 +17,7 @@ import trio
 from mcp.server.connection import Connection
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 
-log = logging.getLogger("agentation_mcp")
+log = logging.getLogger(__name__)
 
 LEVELS = ("debug", "info", "notice", "warning", "error", "critical", "alert", "emergency")
 SILENT = len(LEVELS)

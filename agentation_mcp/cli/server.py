@@ -5,67 +5,41 @@ from __future__ import annotations
 import logging
 import os
 import sys
-import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from functools import partial
-from typing import Any
+from typing import TextIO
 
 import trio
 
 from ..config import parse_server_args
 from ..errors import AgentationError, ConfigError
 
-log = logging.getLogger("agentation_mcp")
+log = logging.getLogger(__name__)
 
 
-def _configure_logging() -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(logging.INFO)
-    for noisy in ("mcp", "httpx", "httpx2"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    # Lines are the message alone, one per HTTP request as the reference logs them:
-    # records carry only what that needs.
-    logging._srcfile = None
-    logging.setLogRecordFactory(_Line)
+def _configure_logging() -> logging.Handler:
+    """Our log lines on stderr, each the message alone as the reference server writes them.
+
+    The handler and its formatter sit on our own logger (every module logs to
+    a child of it, `logging.getLogger(__name__)`): nothing of the process's
+    logging changes, so the libraries' warnings still reach stderr through
+    logging's last resort and their quieter records go nowhere, as before.
+    """
+    logger = logging.getLogger(__name__.partition(".")[0])
+    for old in [h for h in logger.handlers if isinstance(h, _ServerLines)]:
+        logger.removeHandler(old)
+    handler = _ServerLines()
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    return handler
 
 
-class _Line(logging.LogRecord):
-    """A log record with what a message-only line needs, without the caller, thread and process lookups."""
+class _ServerLines(logging.StreamHandler[TextIO]):
+    """The server's stderr: one line a record, the message alone."""
 
-    def __init__(
-        self,
-        name: str,
-        level: int,
-        pathname: str,
-        lineno: int,
-        msg: object,
-        args: Any,
-        exc_info: Any,
-        func: str | None = None,
-        sinfo: str | None = None,
-        **_: Any,
-    ) -> None:
-        self.name = name
-        self.msg = msg
-        if args and len(args) == 1 and isinstance(args[0], Mapping) and args[0]:
-            args = args[0]
-        self.args = args
-        self.levelname = logging.getLevelName(level)
-        self.levelno = level
-        self.pathname = self.filename = pathname
-        self.module = ""
-        self.exc_info = exc_info
-        self.exc_text = None
-        self.stack_info = sinfo
-        self.lineno = lineno
-        self.funcName = func or ""
-        self.created = time.time()
-        self.msecs = 0.0
-        self.relativeCreated = 0.0
-        self.thread = self.threadName = self.process = self.processName = self.taskName = None
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+        self.setFormatter(logging.Formatter("%(message)s"))
 
 
 SERVER_HELP = """\

@@ -25,7 +25,7 @@ from ..store.reads import Reader
 if TYPE_CHECKING:
     from .remote import AsyncRemoteClient
 
-log = logging.getLogger("agentation_mcp")
+log = logging.getLogger(__name__)
 DEFAULT_BATCH_WINDOW = 10.0
 DEFAULT_TIMEOUT = 120.0
 

@@ -47,7 +47,7 @@ from .hub import Hub
 from .transactions import commit_batch, try_commit_batch
 
 T = TypeVar("T")
-log = logging.getLogger("agentation_mcp")
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)

@@ -33,7 +33,7 @@ from .routes import NOT_FOUND, FireWebhooks, HttpError, JsonRoutes, domain_error
 from .streams import EventStreams, Listeners
 from .wire import BodyTooLarge, Headers, Request, WireError
 
-log = logging.getLogger("agentation_mcp")
+log = logging.getLogger(__name__)
 
 DEFAULT_MAX_BODY = 1024 * 1024
 _JSON = (b"content-type", b"application/json")

@@ -25,7 +25,7 @@ import trio
 from ..models import to_json
 from .asgi import Receive, Scope, Send
 
-log = logging.getLogger("agentation_mcp")
+log = logging.getLogger(__name__)
 
 
 Headers = Sequence[tuple[bytes, bytes]]

@@ -19,7 +19,7 @@ import trio
 from ..config import display_url
 from .wire import Handler, HttpLimits, serve_connection
 
-log = logging.getLogger("agentation_mcp")
+log = logging.getLogger(__name__)
 
 MAX_CONNECTIONS = 1024
 _BUSY = (

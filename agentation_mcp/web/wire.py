@@ -36,7 +36,7 @@ from http import HTTPStatus
 import httptools
 import trio
 
-log = logging.getLogger("agentation_mcp")
+log = logging.getLogger(__name__)
 
 Headers = list[tuple[bytes, bytes]]
 Handler = Callable[["Request"], Awaitable[None]]
