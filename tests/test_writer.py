@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from agentation_mcp.commands import CreateAnnotation, CreateSession, UpdateAnnot
 from agentation_mcp.errors import AnnotationNotFound, StoreClosed, StoreFull
 from agentation_mcp.models import Event
 from agentation_mcp.store import connection, reads
+from agentation_mcp.store import writer as writer_module
 from agentation_mcp.store.writer import run_writer
 
 from .conftest import ANNOTATION, Store, open_store, running_writer
@@ -51,6 +53,43 @@ async def test_concurrent_submitters_share_batches_and_get_their_own_results(ope
     assert stats.largest_batch > 1
     sequences = [e.sequence for e in reads.events_after(opened.reader, 0)]
     assert sequences == list(range(1, 102))
+
+
+async def test_a_full_flush_queue_stops_the_writer_taking_commands_until_a_flush_answers(
+    opened: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Committed batches waiting for their flush are bounded: past the bound, commands wait in the mailbox."""
+    monkeypatch.setattr(writer_module, "_UNFLUSHED", 2)
+    disk_free, flushes = threading.Event(), []
+    disk_free.set()
+
+    def durable() -> None:
+        flushes.append(disk_free.wait(20))
+
+    hub = opened.hub()
+    async with running_writer(opened, hub, in_thread=True, durable=durable, max_batch=1) as writer:
+        session = await writer.submit(CreateSession(url="http://localhost:3000/"))
+        before = reads.last_sequence(opened.reader)
+        answered: list[int] = []
+
+        async def submit(i: int) -> None:
+            await writer.submit(CreateAnnotation.from_body(session["id"], {**ANNOTATION, "comment": f"note {i}"}))
+            answered.append(i)
+
+        with trio.fail_after(20):
+            async with trio.open_nursery() as nursery:
+                disk_free.clear()
+                for i in range(10):
+                    nursery.start_soon(submit, i)
+                    await trio.testing.wait_all_tasks_blocked()
+                # One batch in its flush, two queued for the next, one committed and waiting for room: no more.
+                assert reads.last_sequence(opened.reader) - before == 4
+                assert writer.statistics().queued == 6
+                assert answered == []
+                disk_free.set()
+        assert sorted(answered) == list(range(10))
+    assert reads.last_sequence(opened.reader) - before == 10
+    assert all(flushes)
 
 
 async def test_a_failing_command_fails_alone_in_its_batch(opened: Store) -> None:

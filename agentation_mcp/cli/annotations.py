@@ -12,10 +12,10 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 from .. import operations
 from ..clients.local import AnnotationClient, LocalClient
+from ..config import shared_store_path
 from ..errors import AgentationError, AnnotationNotFound
 from ..models import agent_view, session_summary
 from . import output
@@ -61,8 +61,7 @@ def client_for(args: argparse.Namespace) -> AnnotationClient:
         from ..clients.remote import RemoteClient
 
         return RemoteClient(args.http_url, args.api_key or os.environ.get("AGENTATION_ACCESS_KEY"))
-    home = Path(os.environ.get("HOME") or Path.home())
-    return LocalClient(home / ".agentation" / "store.db")
+    return LocalClient(shared_store_path())
 
 
 def run_annotation_command(command: str, argv: Sequence[str]) -> int:

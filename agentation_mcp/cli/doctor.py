@@ -23,7 +23,7 @@ from importlib import metadata
 from pathlib import Path
 
 from .. import __version__
-from ..config import DEFAULT_PORT, parse_cors_origins
+from ..config import DEFAULT_PORT, parse_cors_origins, shared_store_path
 from ..errors import ConfigError, StoreUnusable
 from .registration import register_command, server_command
 
@@ -51,8 +51,7 @@ def parser() -> argparse.ArgumentParser:
 
 def run_doctor(argv: Sequence[str]) -> int:
     args = parser().parse_args(argv)
-    home = Path(os.environ.get("HOME") or Path.home())
-    store_path = home / ".agentation" / "store.db"
+    store_path = shared_store_path()
     checks = _run_all(
         [
             ("environment", _environment),

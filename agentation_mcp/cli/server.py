@@ -12,7 +12,7 @@ from typing import TextIO
 import trio
 
 from ..config import parse_server_args
-from ..errors import AgentationError, ConfigError
+from ..errors import AgentationError, ConfigError, leaves
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ def run_server(argv: Sequence[str]) -> int:
         stdin_closed = trio.run(partial(service.serve, settings))
     except* AgentationError as group:
         # Raised before the server's nurseries, or from inside them (wrapped in a group): one line each.
-        failures = _leaves(group)
+        failures = _distinct(group)
     except* KeyboardInterrupt:
         interrupted = True  # Ctrl-C before the signal handlers were in place
     if interrupted and not failures:
@@ -124,12 +124,10 @@ def _open_standard_descriptors() -> None:
             os.open(os.devnull, os.O_RDWR)  # the lowest free number: this one, as those below are open
 
 
-def _leaves(group: BaseExceptionGroup[AgentationError]) -> list[AgentationError]:
-    """The errors in `group` and the groups nested in it, in order, each once."""
+def _distinct(group: BaseExceptionGroup[AgentationError]) -> list[AgentationError]:
+    """The errors in `group` and the groups nested in it, in order, each message once."""
     found: list[AgentationError] = []
-    for exc in group.exceptions:
-        if isinstance(exc, BaseExceptionGroup):
-            found += _leaves(exc)
-        elif str(exc) not in (str(f) for f in found):
+    for exc in leaves(group):
+        if isinstance(exc, AgentationError) and str(exc) not in (str(f) for f in found):
             found.append(exc)
     return found

@@ -27,12 +27,13 @@ from ..store import reads
 from ..store.hub import Hub
 from ..store.reads import Reader
 from . import sse
+from .asgi import cancel_after
 from .wire import ClientGone, Headers, Request, chunk
 
 _FRAME_CACHE = 512
 _REPLAY_PAGE = 1000
 _WRITE_SIZE = 256 * 1024
-_MAX_QUEUED = 4 * 1024 * 1024  # bytes waiting for one slow stream before it is cut off
+_MAX_QUEUED_BYTES = 4 * 1024 * 1024  # bytes waiting for one slow stream before it is cut off
 
 
 @dataclass(eq=False, slots=True)
@@ -88,7 +89,7 @@ class _Stream:
     The fan-out writes a frame straight to the socket when nothing is queued
     and the socket takes it whole; otherwise it queues the frame (with its
     sequence, or 0 for bytes that must go out regardless) and wakes the
-    stream's task, which writes the queue with trio. Past `_MAX_QUEUED`
+    stream's task, which writes the queue with trio. Past `_MAX_QUEUED_BYTES`
     bytes the stream is cut off from the fan-out (`lagged`) and catches up
     from the table instead.
     """
@@ -128,7 +129,7 @@ class _Stream:
     def _enqueue(self, sequence: int, data: bytes) -> None:
         self.queue.append((sequence, data))
         self.queued += len(data)
-        if self.queued > _MAX_QUEUED:
+        if self.queued > _MAX_QUEUED_BYTES:
             self.lagged = True
         self.wake.set()
 
@@ -202,7 +203,7 @@ class EventStreams:
             if agent and session_id is None:
                 await request.send(self._initial_sync(domain))
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(_cancel_on_disconnect, request, nursery.cancel_scope)
+                nursery.start_soon(cancel_after, request.wait_disconnect, nursery.cancel_scope)
                 nursery.start_soon(self._keepalive, stream, request.chunked)
                 await self._pump(request, stream)
         except ClientGone:
@@ -277,8 +278,3 @@ class EventStreams:
         while True:
             await trio.sleep(self.ping_interval)
             stream.offer(0, ping)
-
-
-async def _cancel_on_disconnect(request: Request, scope: trio.CancelScope) -> None:
-    await request.wait_disconnect()
-    scope.cancel()

@@ -36,19 +36,21 @@ from http import HTTPStatus
 import httptools
 import trio
 
+from ..config import DEFAULT_MAX_BODY
+
 log = logging.getLogger(__name__)
 
 Headers = list[tuple[bytes, bytes]]
-Handler = Callable[["Request"], Awaitable[None]]
+RequestHandler = Callable[["Request"], Awaitable[None]]
 
 _RECEIVE_SIZE = 65536
-_MAX_QUEUED = 32  # pipelined requests read ahead while a response is streamed
+_MAX_READ_AHEAD = 32  # pipelined requests read ahead while a response is streamed
 
 
 @dataclass(frozen=True, slots=True)
 class HttpLimits:
     max_head: int = 64 * 1024
-    max_body: int = 1024 * 1024
+    max_body: int = DEFAULT_MAX_BODY
     idle_timeout: float = 5.0
     head_timeout: float = 10.0
     body_timeout: float = 30.0
@@ -463,7 +465,7 @@ class _Connection:
 
     async def wait_disconnect(self) -> None:
         while not self.eof:
-            if len(self.messages) > _MAX_QUEUED:
+            if len(self.messages) > _MAX_READ_AHEAD:
                 # A flood of pipelined requests behind a streamed response: stop reading (which also
                 # stops noticing a disconnect; a write that cannot finish still ends the stream).
                 await trio.sleep_forever()
@@ -577,7 +579,7 @@ def _only(exc: BaseException, kind: tuple[type[BaseException], ...]) -> bool:
     return isinstance(exc, kind)
 
 
-async def serve_connection(stream: trio.abc.Stream, handler: Handler, limits: HttpLimits) -> None:
+async def serve_connection(stream: trio.abc.Stream, handler: RequestHandler, limits: HttpLimits) -> None:
     """Serve requests from `stream` until the client leaves or a limit is hit; closes the stream."""
     conn = _Connection(stream, limits)
     try:
