@@ -83,7 +83,7 @@ async def test_follow_catches_a_lagging_listener_up_in_order_exactly_once(opened
                     if event.sequence == 23:
                         break
     assert got == list(range(2, 24))
-    assert hub.statistics().lagged >= 1
+    assert hub.statistics().lagged == 1  # cut off once while not reading; nothing was written after it caught up
 
 
 async def test_tail_publishes_commits_of_another_connection(opened: Store) -> None:
