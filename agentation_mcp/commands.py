@@ -124,6 +124,8 @@ def _show(value: Any) -> str:
 
 @dataclass(frozen=True, slots=True)
 class CreateSession:
+    """Start a session for a page the toolbar annotates."""
+
     url: str
     project_id: str | None = None
 
@@ -175,6 +177,8 @@ class CreateAnnotation:
 
 @dataclass(frozen=True, slots=True)
 class NewThreadMessage:
+    """A message to append to an annotation's thread, checked."""
+
     role: str
     content: str
 
@@ -223,12 +227,16 @@ class UpdateAnnotation:
 
 @dataclass(frozen=True, slots=True)
 class AddThreadMessage:
+    """Append a message to an annotation's thread."""
+
     annotation_id: str
     message: NewThreadMessage
 
 
 @dataclass(frozen=True, slots=True)
 class DeleteAnnotation:
+    """Delete an annotation; its `annotation.deleted` event carries what it last was."""
+
     annotation_id: str
 
 

@@ -102,6 +102,12 @@ DEFAULT_RETENTION_DAYS = 7
 DEFAULT_MAX_BODY = 1024 * 1024
 
 
+def shared_store_path(env: Mapping[str, str] | None = None) -> Path:
+    """The store every server and command on this machine shares: `~/.agentation/store.db`, under `$HOME`."""
+    home = (os.environ if env is None else env).get("HOME")
+    return (Path(home) if home else Path.home()) / ".agentation" / "store.db"
+
+
 def display_url(host: str, port: int) -> str:
     shown = "localhost" if host in ("127.0.0.1", "::1", "localhost") else host
     if ":" in shown and not shown.startswith("["):
@@ -121,7 +127,7 @@ class Settings:
     http_url: str | None = None  # set: the tools use that server's HTTP API
     api_key: str | None = None
     store_in_memory: bool = False
-    store_path: Path = field(default_factory=lambda: Path.home() / ".agentation" / "store.db")
+    store_path: Path = field(default_factory=shared_store_path)
     event_retention_days: int = DEFAULT_RETENTION_DAYS
     event_log: Path | None = None  # diagnostics: every event this process's hub publishes
     cors_any: bool = False
@@ -301,7 +307,6 @@ def parse_server_args(argv: Sequence[str], env: Mapping[str, str] | None = None)
     cloud_url = cloud_base_url(env)
     webhooks, webhook_warnings = webhook_settings_from_env(env)
     warnings += webhook_warnings
-    home = Path(env["HOME"]) if env.get("HOME") else Path.home()
     return Settings(
         port=port,
         host=host,
@@ -311,7 +316,7 @@ def parse_server_args(argv: Sequence[str], env: Mapping[str, str] | None = None)
         http_url=http_url,
         api_key=api_key,
         store_in_memory=env.get("AGENTATION_STORE") == "memory",
-        store_path=home / ".agentation" / "store.db",
+        store_path=shared_store_path(env),
         event_retention_days=retention,
         event_log=Path(env["AGENTATION_EVENT_LOG"]) if env.get("AGENTATION_EVENT_LOG") else None,
         cors_any=cors_any,

@@ -118,3 +118,11 @@ class InternalError(AgentationError):
 
 class ConfigError(AgentationError):
     """A command-line option or environment variable cannot be used."""
+
+
+def leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    """The exceptions in `group` and in the groups nested in it, in order."""
+    found: list[BaseException] = []
+    for exc in group.exceptions:
+        found += leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc]
+    return found

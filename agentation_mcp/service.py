@@ -41,7 +41,7 @@ from .store.hub import Hub
 from .store.reads import Reader
 from .store.writer import Writer, run_writer
 
-log = logging.getLogger("agentation_mcp")
+log = logging.getLogger(__name__)
 HTTP_WAIT = 0.5  # seconds the HTTP side waits for stdio's first answer before it loads anyway
 
 

@@ -25,8 +25,8 @@ from mcp.client.session import ClientSession
 from mcp.client.stdio import StdioServerParameters, stdio_client
 
 from agentation_mcp.agent.tools import ToolOutcome
-from agentation_mcp.commands import Command
-from agentation_mcp.models import Event
+from agentation_mcp.commands import Command, CreateAnnotation, CreateSession, NewThreadMessage
+from agentation_mcp.models import Event, to_json
 from agentation_mcp.store import connection, reads, schema, transactions
 from agentation_mcp.store.connection import StoreLocation
 from agentation_mcp.store.hub import Hub
@@ -36,6 +36,8 @@ from agentation_mcp.web.access import AccessPolicy
 from agentation_mcp.web.api import HttpApi, HttpOptions
 from agentation_mcp.web.server import serve_http
 from agentation_mcp.web.wire import HttpLimits
+
+from .faulty_disk import FaultyDisk
 
 # In CI the generated examples are the same on every run, so a red build always means a change broke
 # something; locally each run explores new ones.
@@ -423,3 +425,47 @@ async def stream(url: str, headers: dict[str, str] | None = None) -> AsyncIterat
         assert response.status_code == 200
         assert dict(response.headers)[b"content-type"] == b"text/event-stream"
         yield opened
+
+
+# --- one command at a time, and what a command returned checked against the store ---------------------------
+
+
+def commit_one(st_: Store, command: Command) -> tuple[Any, list[Event]]:
+    """One command through the writer's own transaction function; raises the command's error."""
+    [done] = commit(st_.conn, command)
+    return done
+
+
+def new_annotation(st_: Store, **fields: Any) -> tuple[str, dict[str, Any]]:
+    session, _ = commit_one(st_, CreateSession(url="http://localhost:3000/"))
+    created, _ = commit_one(st_, CreateAnnotation.from_body(session["id"], {**ANNOTATION, **fields}))
+    return str(session["id"]), created
+
+
+def fresh(st_: Store, annotation_id: str) -> dict[str, Any]:
+    """The annotation read from the write connection, with no cache involved."""
+    return reads.get_annotation(Reader(st_.conn, None), annotation_id)
+
+
+def assert_same_everywhere(st_: Store, returned: dict[str, Any]) -> None:
+    """What a command returned is what is stored: uncached, cached, and as the same JSON text."""
+    uncached = fresh(st_, returned["id"])
+    cached = reads.get_annotation(st_.reader, returned["id"])
+    assert returned == uncached
+    assert cached == uncached
+    # Key order and number types too (`5` vs `5.0`): clients see the JSON text.
+    assert to_json(returned) == to_json(uncached) == to_json(cached)
+
+
+def thread_message(content: str, role: str = "agent") -> NewThreadMessage:
+    return NewThreadMessage.from_body({"role": role, "content": content})
+
+
+@pytest.fixture
+def disk() -> Iterator[FaultyDisk]:
+    """A VFS whose writes and syncs can be made to fail."""
+    faulty = FaultyDisk()
+    try:
+        yield faulty
+    finally:
+        faulty.unregister()

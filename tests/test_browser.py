@@ -149,6 +149,10 @@ def http_json(method: str, url: str, body: Any = None) -> Any:
 
 
 def wait_healthy(proc: subprocess.Popen[bytes], port: int, log: Path) -> None:
+    """Return once the server answers /health.
+
+    Polls: the server is another process, ours or the reference one, and its answers are the one signal both give.
+    """
     deadline = time.monotonic() + SERVER_START_TIMEOUT
     while True:
         if proc.poll() is not None:
@@ -163,7 +167,7 @@ def wait_healthy(proc: subprocess.Popen[bytes], port: int, log: Path) -> None:
             pytest.fail(
                 f"{SERVER_KIND} server gave no /health on port {port} in {SERVER_START_TIMEOUT} s:\n{log_tail(log)}"
             )
-        time.sleep(0.1)
+        time.sleep(0.1)  # polling pace
 
 
 class QuietHandler(http.server.SimpleHTTPRequestHandler):

@@ -456,3 +456,27 @@ def test_http_only_serves_past_stdin_eof_until_sigterm(tmp_path: Path) -> None:
         finally:
             if proc.poll() is None:
                 proc.kill()
+
+
+def test_the_server_logs_message_lines_through_its_own_logger_and_leaves_the_process_logging_alone(
+    tmp_path: Path,
+) -> None:
+    probe = """
+import logging, sys
+factory, root_handlers = logging.getLogRecordFactory(), list(logging.getLogger().handlers)
+from agentation_mcp.cli import server
+server._configure_logging()
+server._configure_logging()  # twice: still one line a record
+logging.getLogger("agentation_mcp.web.api").info("[HTTP] %s %s", "POST", "/sessions")
+logging.getLogger("agentation_mcp").warning("ours at warning")
+logging.getLogger("mcp.server").info("a library's info")
+logging.getLogger("mcp.server").warning("a library's warning")
+record = logging.makeLogRecord({})
+print(logging.getLogRecordFactory() is factory, logging.getLogger().handlers == root_handlers,
+      logging._srcfile is not None, record.thread is not None and record.process is not None)
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", probe], env=server_env(tmp_path), capture_output=True, text=True, timeout=30, check=True
+    )
+    assert done.stdout.split() == ["True", "True", "True", "True"]
+    assert done.stderr.splitlines() == ["[HTTP] POST /sessions", "ours at warning", "a library's warning"]

@@ -18,7 +18,7 @@ import httpx2
 import pytest
 import trio
 
-from .conftest import ANNOTATION, ServerProcess, server_env, stream
+from .conftest import ANNOTATION, ServerProcess, free_port, server_env, stream
 
 pytestmark = pytest.mark.anyio
 
@@ -233,3 +233,47 @@ async def test_command_line_writes_beside_a_busy_server_are_neither_lost_nor_reo
         )
     finally:
         assert await trio.to_thread.run_sync(server.stop) == 0
+
+
+async def test_watch_against_a_server_not_yet_up_says_so_then_connects_and_prints(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    watcher = await trio.lowlevel.open_process(
+        [sys.executable, "-m", "agentation_mcp", "watch", "--json", "--batch-window", "0", "--http-url", url],
+        env=server_env(tmp_path / "watcher"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    server: ServerProcess | None = None
+    try:
+        with trio.fail_after(40):
+            stderr, stdout = watcher.stderr, watcher.stdout
+            assert stderr is not None
+            assert stdout is not None
+            said = b""
+
+            async def read_until(text: bytes) -> None:
+                nonlocal said
+                while text not in said:
+                    said += await stderr.receive_some(1024)
+
+            await read_until(b"Retrying every 2 s.")
+            assert f"Cannot reach the agentation server at {url}".encode() in said
+            server = ServerProcess(home, port=port)
+            await trio.to_thread.run_sync(server.wait_listening)
+            await read_until(f"Connected to {url} again".encode())
+            assert said.count(b"Cannot reach") == 1  # said once, not at every try
+            async with httpx2.AsyncClient(base_url=server.url) as http:
+                session = (await http.post("/sessions", json={"url": "http://localhost:3000/"})).json()
+                created = (await http.post(f"/sessions/{session['id']}/annotations", json=ANNOTATION)).json()
+            line = b""
+            while not line.endswith(b"\n"):
+                line += await stdout.receive_some(65536)
+    finally:
+        watcher.kill()
+        await watcher.wait()
+        if server is not None:
+            assert await trio.to_thread.run_sync(server.stop) == 0
+    batch = json.loads(line)
+    assert [a["id"] for a in batch["annotations"]] == [created["id"]]

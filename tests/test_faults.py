@@ -34,15 +34,6 @@ pytestmark = pytest.mark.anyio
 INTERNAL = "The server could not apply this change; its log on stderr has the details."
 
 
-@pytest.fixture
-def disk() -> Iterator[FaultyDisk]:
-    faulty = FaultyDisk()
-    try:
-        yield faulty
-    finally:
-        faulty.unregister()
-
-
 @asynccontextmanager
 async def both_edges(st: Store) -> AsyncIterator[tuple[httpx2.AsyncClient, Client]]:
     """The real HTTP API on a loopback port and the in-process MCP server, over `st`, for the block."""

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 
 from agentation_mcp.web.wire import HttpLimits
 
@@ -435,11 +436,11 @@ async def test_300_idle_sse_streams_are_counted_fed_and_released(opened: Store) 
                 for client in streams:
                     await client.aclose()
 
-        # Closing them releases every listener.
+        # Closing them releases every listener: once the server's tasks have read the closes and are idle again.
         with trio.fail_after(5):
-            while (listeners := (await status(server.port))["activeListeners"]) != 0:
-                assert listeners <= count
-                await trio.sleep(0.05)  # polling pace
+            await trio.testing.wait_all_tasks_blocked()
+        assert server.api.listeners.count == 0
+        assert (await status(server.port))["activeListeners"] == 0
 
 
 # --- 6. bodies over the limit -------------------------------------------------------------------------
@@ -642,17 +643,11 @@ async def test_connections_past_the_limit_get_503_and_the_others_keep_working(op
             for client in clients:
                 assert (await client.request(get("/health"))).status == 200
 
-            # One leaves: a new connection gets its place once the server has noticed.
+            # One leaves: a new connection gets its place once the server has read the close and let go of it.
             await clients.pop().aclose()
-            while True:
-                late = await Client.connect(server.port)
-                await late.send(get("/health"))
-                answer = await late.response()
-                if answer.status == 200:
-                    break
-                assert answer.status == 503
-                await late.aclose()
-                await trio.sleep(0.05)  # polling pace
+            await trio.testing.wait_all_tasks_blocked()
+            late = await Client.connect(server.port)
+            assert (await late.request(get("/health"))).status == 200
             clients.append(late)
             for client in clients:
                 assert (await client.request(get("/health"))).status == 200

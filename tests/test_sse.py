@@ -191,7 +191,9 @@ async def test_a_stuck_client_slows_no_one_and_memory_stays_bounded(server: Serv
     first = received[0]
     assert received == list(range(first, first + total))
     assert stuck_ids == list(range(first, first + total))
-    assert status["activeListeners"] >= 1
+    # Not exact: the stuck stream is still open, and the reader's, closed just before, may not yet have been
+    # noticed by the server process.
+    assert status["activeListeners"] in (1, 2)
     assert rss_after - rss_before < 64 * 1024, (rss_before, rss_after)
 
 

@@ -49,15 +49,6 @@ FAULTS = [
 
 
 @pytest.fixture
-def disk() -> Iterator[FaultyDisk]:
-    faulty = FaultyDisk()
-    try:
-        yield faulty
-    finally:
-        faulty.unregister()
-
-
-@pytest.fixture
 def on_disk(disk: FaultyDisk, db_path: Path) -> Iterator[Store]:
     with open_store(db_path) as st:
         yield st

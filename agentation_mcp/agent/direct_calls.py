@@ -31,7 +31,7 @@ from .specs import READ_ONLY_TOOLS
 from .tools import DEFAULT_MAX_ARGUMENTS, Handler, ToolOutcome, call_tool
 from .write_order import Turn, Turnstile
 
-log = logging.getLogger("agentation_mcp")
+log = logging.getLogger(__name__)
 
 INTERNAL_ERROR = -32603
 CONNECTION_CLOSED = -32000

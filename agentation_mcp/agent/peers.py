@@ -21,7 +21,7 @@ if TYPE_CHECKING:  # the SDK's types: this module runs before the SDK is loaded,
     from mcp.server.connection import Connection
     from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 
-log = logging.getLogger("agentation_mcp")
+log = logging.getLogger(__name__)
 
 LEVELS = ("debug", "info", "notice", "warning", "error", "critical", "alert", "emergency")
 SILENT = len(LEVELS)

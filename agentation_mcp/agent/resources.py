@@ -30,36 +30,37 @@ if TYPE_CHECKING:
 RESOURCE_NOT_FOUND = -32002
 INVALID_PARAMS = -32602
 
+
+def _markdown(name: str, title: str, uri: str, description: str) -> types.Resource:
+    return types.Resource(name=name, title=title, uri=uri, description=description, mime_type=text.MIME_TYPE)
+
+
 FIXED = (
-    types.Resource(
-        name="pending",
-        title="Pending annotations",
-        uri=PENDING,
-        description="Every annotation nobody has acknowledged, resolved or dismissed yet, newest page first.",
-        mime_type=text.MIME_TYPE,
+    _markdown(
+        "pending",
+        "Pending annotations",
+        PENDING,
+        "Every annotation nobody has acknowledged, resolved or dismissed yet, newest page first.",
     ),
-    types.Resource(
-        name="sessions",
-        title="Annotation sessions",
-        uri=SESSIONS,
-        description="Every annotated page, newest first, with its session id.",
-        mime_type=text.MIME_TYPE,
-    ),
+    _markdown("sessions", "Annotation sessions", SESSIONS, "Every annotated page, newest first, with its session id."),
 )
+
+
+def _markdown_template(name: str, title: str, uri_template: str, description: str) -> types.ResourceTemplate:
+    return types.ResourceTemplate(
+        name=name, title=title, uri_template=uri_template, description=description, mime_type=text.MIME_TYPE
+    )
+
+
 TEMPLATES = (
-    types.ResourceTemplate(
-        name="session",
-        title="One session",
-        uri_template=SESSION_PREFIX + "{sessionId}",
-        description="One annotated page with all its annotations and their threads.",
-        mime_type=text.MIME_TYPE,
+    _markdown_template(
+        "session",
+        "One session",
+        SESSION_PREFIX + "{sessionId}",
+        "One annotated page with all its annotations and their threads.",
     ),
-    types.ResourceTemplate(
-        name="annotation",
-        title="One annotation",
-        uri_template=ANNOTATION_PREFIX + "{annotationId}",
-        description="One annotation with its thread.",
-        mime_type=text.MIME_TYPE,
+    _markdown_template(
+        "annotation", "One annotation", ANNOTATION_PREFIX + "{annotationId}", "One annotation with its thread."
     ),
 )
 

@@ -35,7 +35,7 @@ from .handshake import RequestId
 from .sdk_server import mcp_server_for
 from .tools import Handler
 
-log = logging.getLogger("agentation_mcp")
+log = logging.getLogger(__name__)
 PARSE_ERROR = -32700
 INVALID_REQUEST = -32600
 INVALID_PARAMS = -32602

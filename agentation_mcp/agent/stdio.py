@@ -37,7 +37,7 @@ from .features import Features
 from .handshake import Answers, RequestId, no_params, requested_version
 from .tools import Handler
 
-log = logging.getLogger("agentation_mcp")
+log = logging.getLogger(__name__)
 CLOSING_GRACE = 1.0  # seconds for direct calls to answer once stdin has closed
 _SDK_QUEUE = 64  # lines waiting for the SDK while it loads (stdin is not read beyond them meanwhile)
 _REQUEST_KEYS = frozenset(("jsonrpc", "id", "method", "params"))

@@ -17,6 +17,18 @@ def _line(value: Any) -> str:
     return " ".join(str(value).split())
 
 
+# (field, label, how its value is shown, whether it is put on one line), in the order an agent reads them.
+_DETAILS = (
+    ("element", "element", "`{}`", True),
+    ("elementPath", "path", "`{}`", True),
+    ("url", "page", "{}", False),
+    ("sourceFile", "source", "`{}` (start here)", False),
+    ("reactComponents", "components", "{}", True),
+    ("selectedText", "selected text", "{}", True),
+    ("nearbyText", "nearby text", "{}", True),
+)
+
+
 def annotation_block(annotation: Mapping[str, Any], *, heading: str = "###") -> str:
     """One annotation: its comment as the heading, then what and where, then its thread."""
     comment = _line(annotation.get("comment") or "(no comment)")
@@ -28,20 +40,10 @@ def annotation_block(annotation: Mapping[str, Any], *, heading: str = "###") -> 
     lines.append(f"- kind: {' / '.join(details)}")
     if annotation.get("status"):
         lines.append(f"- status: {annotation['status']}")
-    if annotation.get("element"):
-        lines.append(f"- element: `{_line(annotation['element'])}`")
-    if annotation.get("elementPath"):
-        lines.append(f"- path: `{_line(annotation['elementPath'])}`")
-    if annotation.get("url"):
-        lines.append(f"- page: {annotation['url']}")
-    if annotation.get("sourceFile"):
-        lines.append(f"- source: `{annotation['sourceFile']}` (start here)")
-    if annotation.get("reactComponents"):
-        lines.append(f"- components: {_line(annotation['reactComponents'])}")
-    if annotation.get("selectedText"):
-        lines.append(f"- selected text: {_line(annotation['selectedText'])}")
-    if annotation.get("nearbyText"):
-        lines.append(f"- nearby text: {_line(annotation['nearbyText'])}")
+    for key, label, shape, one_line in _DETAILS:
+        if annotation.get(key):
+            value = annotation[key]
+            lines.append(f"- {label}: " + shape.format(_line(value) if one_line else value))
     if kind in ("placement", "rearrange") and annotation.get(kind) is not None:
         lines.append(f"- {kind}: `{_line(annotation[kind])}`")
     thread = annotation.get("thread") or []

@@ -12,10 +12,10 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 from .. import operations
 from ..clients.local import AnnotationClient, LocalClient
+from ..config import shared_store_path
 from ..errors import AgentationError, AnnotationNotFound
 from ..models import agent_view, session_summary
 from . import output
@@ -61,8 +61,7 @@ def client_for(args: argparse.Namespace) -> AnnotationClient:
         from ..clients.remote import RemoteClient
 
         return RemoteClient(args.http_url, args.api_key or os.environ.get("AGENTATION_ACCESS_KEY"))
-    home = Path(os.environ.get("HOME") or Path.home())
-    return LocalClient(home / ".agentation" / "store.db")
+    return LocalClient(shared_store_path())
 
 
 def run_annotation_command(command: str, argv: Sequence[str]) -> int:
@@ -87,28 +86,26 @@ def run_annotation_command(command: str, argv: Sequence[str]) -> int:
         client.close()
 
 
+def _print(as_json: bool, data: object, text: str) -> int:
+    if as_json:
+        output.print_json(data)
+    else:
+        output.print_text(text)
+    return 0
+
+
 def _run(command: str, args: argparse.Namespace, client: AnnotationClient) -> int:
     if command == "sessions":
         sessions = client.list_sessions()
-        if args.json:
-            output.print_json({"sessions": [session_summary(s) for s in sessions]})
-        else:
-            output.print_text(output.sessions_table(sessions))
-        return 0
+        summaries = {"sessions": [session_summary(s) for s in sessions]}
+        return _print(args.json, summaries, output.sessions_table(sessions))
     if command == "pending":
         pending = client.pending(args.session)
-        if args.json:
-            output.print_json({"count": len(pending), "annotations": [agent_view(a) for a in pending]})
-        else:
-            output.print_text(output.annotations_table(pending))
-        return 0
+        listed = {"count": len(pending), "annotations": [agent_view(a) for a in pending]}
+        return _print(args.json, listed, output.annotations_table(pending))
     if command == "show":
         annotation = client.get_annotation(args.id)
-        if args.json:
-            output.print_json(annotation)
-        else:
-            output.print_text(output.annotation_details(annotation))
-        return 0
+        return _print(args.json, annotation, output.annotation_details(annotation))
     if command == "ack":
         operation = operations.acknowledge(args.id)
         said = f"Acknowledged {args.id}."
@@ -125,8 +122,4 @@ def _run(command: str, args: argparse.Namespace, client: AnnotationClient) -> in
         said = f"Replied on {args.id}."
     change, result = operation
     client.submit(change)
-    if args.json:
-        output.print_json(result)
-    else:
-        output.print_text(said)
-    return 0
+    return _print(args.json, result, said)

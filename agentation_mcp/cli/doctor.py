@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
-from ..config import DEFAULT_PORT, parse_cors_origins
+from ..config import DEFAULT_PORT, parse_cors_origins, shared_store_path
 from ..errors import ConfigError, StoreUnusable
 from .registration import register_command, server_command
 
@@ -59,8 +59,7 @@ def parser() -> argparse.ArgumentParser:
 
 def run_doctor(argv: Sequence[str]) -> int:
     args = parser().parse_args(argv)
-    home = Path(os.environ.get("HOME") or Path.home())
-    store_path = home / ".agentation" / "store.db"
+    store_path = shared_store_path()
     where: list[tuple[str, Callable[[], list[Check]]]]
     if args.http_url:
         if not args.http_url.startswith(("http://", "https://")):

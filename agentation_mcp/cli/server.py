@@ -5,67 +5,41 @@ from __future__ import annotations
 import logging
 import os
 import sys
-import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from functools import partial
-from typing import Any
+from typing import TextIO
 
 import trio
 
 from ..config import parse_server_args
-from ..errors import AgentationError, ConfigError
+from ..errors import AgentationError, ConfigError, leaves
 
-log = logging.getLogger("agentation_mcp")
-
-
-def _configure_logging() -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(logging.INFO)
-    for noisy in ("mcp", "httpx", "httpx2"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    # Lines are the message alone, one per HTTP request as the reference logs them:
-    # records carry only what that needs.
-    logging._srcfile = None
-    logging.setLogRecordFactory(_Line)
+log = logging.getLogger(__name__)
 
 
-class _Line(logging.LogRecord):
-    """A log record with what a message-only line needs, without the caller, thread and process lookups."""
+def _configure_logging() -> logging.Handler:
+    """Our log lines on stderr, each the message alone as the reference server writes them.
 
-    def __init__(
-        self,
-        name: str,
-        level: int,
-        pathname: str,
-        lineno: int,
-        msg: object,
-        args: Any,
-        exc_info: Any,
-        func: str | None = None,
-        sinfo: str | None = None,
-        **_: Any,
-    ) -> None:
-        self.name = name
-        self.msg = msg
-        if args and len(args) == 1 and isinstance(args[0], Mapping) and args[0]:
-            args = args[0]
-        self.args = args
-        self.levelname = logging.getLevelName(level)
-        self.levelno = level
-        self.pathname = self.filename = pathname
-        self.module = ""
-        self.exc_info = exc_info
-        self.exc_text = None
-        self.stack_info = sinfo
-        self.lineno = lineno
-        self.funcName = func or ""
-        self.created = time.time()
-        self.msecs = 0.0
-        self.relativeCreated = 0.0
-        self.thread = self.threadName = self.process = self.processName = self.taskName = None
+    The handler and its formatter sit on our own logger (every module logs to
+    a child of it, `logging.getLogger(__name__)`): nothing of the process's
+    logging changes, so the libraries' warnings still reach stderr through
+    logging's last resort and their quieter records go nowhere, as before.
+    """
+    logger = logging.getLogger(__name__.partition(".")[0])
+    for old in [h for h in logger.handlers if isinstance(h, _ServerLines)]:
+        logger.removeHandler(old)
+    handler = _ServerLines()
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    return handler
+
+
+class _ServerLines(logging.StreamHandler[TextIO]):
+    """The server's stderr: one line a record, the message alone."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+        self.setFormatter(logging.Formatter("%(message)s"))
 
 
 SERVER_HELP = """\
@@ -125,7 +99,7 @@ def run_server(argv: Sequence[str]) -> int:
         stdin_closed = trio.run(partial(service.serve, settings))
     except* AgentationError as group:
         # Raised before the server's nurseries, or from inside them (wrapped in a group): one line each.
-        failures = _leaves(group)
+        failures = _distinct(group)
     except* KeyboardInterrupt:
         interrupted = True  # Ctrl-C before the signal handlers were in place
     if interrupted and not failures:
@@ -150,12 +124,10 @@ def _open_standard_descriptors() -> None:
             os.open(os.devnull, os.O_RDWR)  # the lowest free number: this one, as those below are open
 
 
-def _leaves(group: BaseExceptionGroup[AgentationError]) -> list[AgentationError]:
-    """The errors in `group` and the groups nested in it, in order, each once."""
+def _distinct(group: BaseExceptionGroup[AgentationError]) -> list[AgentationError]:
+    """The errors in `group` and the groups nested in it, in order, each message once."""
     found: list[AgentationError] = []
-    for exc in group.exceptions:
-        if isinstance(exc, BaseExceptionGroup):
-            found += _leaves(exc)
-        elif str(exc) not in (str(f) for f in found):
+    for exc in leaves(group):
+        if isinstance(exc, AgentationError) and str(exc) not in (str(f) for f in found):
             found.append(exc)
     return found

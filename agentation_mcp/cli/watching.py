@@ -10,27 +10,26 @@ are left out. It runs until `--timeout` or Ctrl-C, and exits 0 either way.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
-from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
 from datetime import datetime
 from functools import partial
-from typing import cast
 
 import trio
 
+from ..clients import batches
 from ..clients.local import AnnotationClient, LocalClient
-from ..models import ANNOTATION_CREATED, ANNOTATION_DELETED, ANNOTATION_UPDATED, JsonObject, agent_view
+from ..clients.watch import follow_remote
+from ..errors import AgentationError
+from ..models import Event, JsonObject, agent_view
 from ..store import connection, reads, schema
 from ..store.hub import Hub
 from ..store.reads import Reader
 from . import output
 
-Seen = tuple[str, str, JsonObject]
-"""(event type, session id, payload) of one event."""
-Batch = list[JsonObject]
+RETRY_AFTER = 2.0
+"""Seconds between tries to reach a remote server that is down."""
 
 
 def run_watch(args: argparse.Namespace, client: AnnotationClient) -> int:
@@ -44,7 +43,7 @@ def run_watch(args: argparse.Namespace, client: AnnotationClient) -> int:
 
 
 async def _watch(args: argparse.Namespace, client: AnnotationClient) -> None:
-    send, receive = trio.open_memory_channel[Seen](math.inf)
+    send, events = batches.event_channel()
     timeout = math.inf if args.timeout is None else max(args.timeout, 0.0)
     with trio.move_on_after(timeout):
         async with trio.open_nursery() as nursery:
@@ -56,31 +55,11 @@ async def _watch(args: argparse.Namespace, client: AnnotationClient) -> None:
             where = args.http_url or "the local store"
             sys.stderr.write(f"Watching {where} for new annotations (Ctrl-C to stop)\n")
             sys.stderr.flush()
-            emit = partial(_print_batch, as_json=args.json)
-            await _batches(receive, args.session, max(args.batch_window, 0.0), emit)
-
-
-async def _batches(
-    receive: trio.MemoryReceiveChannel[Seen],
-    session: str | None,
-    window: float,
-    emit: Callable[[list[JsonObject]], None],
-) -> None:
-    """`emit` each batch of new annotations that are still pending when its window ends."""
-    async for kind, session_id, payload in receive:
-        if kind != ANNOTATION_CREATED or (session is not None and session_id != session):
-            continue
-        batch: dict[str, JsonObject] = {payload["id"]: payload}
-        with trio.move_on_after(window):
-            async for kind, session_id, payload in receive:
-                created = kind == ANNOTATION_CREATED and (session is None or session_id == session)
-                if created or (kind == ANNOTATION_UPDATED and payload.get("id") in batch):
-                    batch[payload["id"]] = payload
-                elif kind == ANNOTATION_DELETED:
-                    batch.pop(str(payload.get("id")), None)
-        pending = [a for a in batch.values() if a.get("status", "pending") == "pending"]
-        if pending:
-            emit(pending)
+            window = max(args.batch_window, 0.0)
+            while True:
+                pending = batches.still_pending(await batches.next_batch(events, args.session, window))
+                if pending:
+                    _print_batch(pending, as_json=args.json)
 
 
 def _print_batch(annotations: list[JsonObject], *, as_json: bool) -> None:
@@ -98,7 +77,7 @@ def _print_batch(annotations: list[JsonObject], *, as_json: bool) -> None:
 
 async def _local_events(
     client: LocalClient,
-    send: trio.MemorySendChannel[Seen],
+    send: trio.MemorySendChannel[Event],
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     location = client.location
@@ -116,7 +95,7 @@ async def _local_events(
             async with aclosing(hub.follow(hub.last_published)) as events:
                 task_status.started()
                 async for event in events:
-                    send.send_nowait((event.type, event.session_id, event.payload))
+                    await send.send(event)
     finally:
         reader.conn.close()
 
@@ -125,43 +104,22 @@ async def _remote_events(
     base_url: str,
     api_key: str | None,
     session: str | None,
-    send: trio.MemorySendChannel[Seen],
+    send: trio.MemorySendChannel[Event],
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    import httpx2
+    from ..clients.remote import AsyncRemoteClient
 
-    path = "/events" if session is None else f"/sessions/{session}/events"
-    headers = {"x-api-key": api_key} if api_key else {}
-    last_id: str | None = None
-    said_down = False
-    async with httpx2.AsyncClient(base_url=base_url.rstrip("/"), headers=headers, timeout=None) as http:
-        while True:
-            request_headers = {"Last-Event-ID": last_id} if last_id else {}
-            try:
-                async with http.stream("GET", path, headers=request_headers) as response:
-                    if response.status_code != 200:
-                        raise httpx2.HTTPError(f"{response.status_code} from {path}")
-                    task_status.started()
-                    task_status = trio.TASK_STATUS_IGNORED
-                    if said_down:
-                        sys.stderr.write(f"Connected to {base_url} again\n")
-                        said_down = False
-                    fields: dict[str, str] = {}
-                    async with aclosing(cast(AsyncGenerator[str, None], response.aiter_lines())) as lines:
-                        async for line in lines:
-                            if line == "":
-                                if "data" in fields:
-                                    event = json.loads(fields["data"])
-                                    last_id = fields.get("id", last_id)
-                                    send.send_nowait((event["type"], event.get("sessionId", ""), event["payload"]))
-                                fields = {}
-                            elif not line.startswith(":"):
-                                name, _, value = line.partition(":")
-                                fields[name] = value.removeprefix(" ")
-            except httpx2.HTTPError as exc:
-                task_status.started()  # watching begins anyway; events come once the server is back
-                task_status = trio.TASK_STATUS_IGNORED
-                if not said_down:
-                    sys.stderr.write(f"Cannot reach {base_url} ({exc or type(exc).__name__}); retrying every 2 s\n")
-                    said_down = True
-            await trio.sleep(2)
+    def reachable(down: AgentationError | None) -> None:
+        if down is None:
+            sys.stderr.write(f"Connected to {base_url} again\n")
+        else:
+            sys.stderr.write(f"{down} Retrying every {RETRY_AFTER:g} s.\n")
+
+    remote = AsyncRemoteClient(base_url, api_key)
+    try:
+        await follow_remote(
+            remote, session, send, retry_after=RETRY_AFTER, reachable=reachable, task_status=task_status
+        )
+    finally:
+        with trio.CancelScope(shield=True):
+            await remote.aclose()

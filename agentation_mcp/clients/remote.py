@@ -10,8 +10,9 @@ its URL, until it comes back. `x-api-key` is sent when a key is given.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import aclosing
+from dataclasses import dataclass
 from typing import Any, cast
 from urllib.parse import quote
 
@@ -34,6 +35,35 @@ class _RemoteError(AgentationError):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status = status
+
+
+@dataclass(frozen=True, slots=True)
+class _Call:
+    """One operation: its requests in turn, what a 404 means, and the answer's field that is the result."""
+
+    requests: list[Request]
+    not_found: AgentationError | None = None
+    field: str | None = None
+
+
+def _list_sessions() -> _Call:
+    return _Call([("GET", "/sessions", None)])
+
+
+def _get_session(session_id: str) -> _Call:
+    return _Call([("GET", f"/sessions/{segment(session_id)}", None)], SessionNotFound(session_id))
+
+
+def _pending(session_id: str | None) -> _Call:
+    return _Call([("GET", pending_path(session_id), None)], SessionNotFound(session_id or ""), "annotations")
+
+
+def _get_annotation(annotation_id: str) -> _Call:
+    return _Call([("GET", f"/annotations/{segment(annotation_id)}", None)], AnnotationNotFound(annotation_id))
+
+
+def _submit(command: Command) -> _Call:
+    return _Call(writes(command), AnnotationNotFound(getattr(command, "annotation_id", "")))
 
 
 class _Api:
@@ -73,6 +103,16 @@ class _Api:
             raise _RemoteError(response.status_code, str(error or response.reason_phrase))
         return data
 
+    def result(self, call: _Call, response: httpx2.Response, method: str, path: str) -> Any:
+        """The result of `call` from the answer to one of its requests, or its error."""
+        try:
+            data = self.answer(response, method, path)
+        except _RemoteError as exc:
+            if call.not_found is None:
+                raise
+            raise not_found_as(exc, call.not_found) from None
+        return data if call.field is None else data[call.field]
+
 
 def not_found_as(exc: _RemoteError, not_found: AgentationError) -> AgentationError:
     return not_found if exc.status == 404 else AgentationError(str(exc))
@@ -109,40 +149,30 @@ class RemoteClient(_Api):
         super().__init__(base_url, api_key)
         self._http = httpx2.Client(base_url=self.base_url, headers=self.headers, timeout=TIMEOUT)
 
-    def _call(self, method: str, path: str, body: Any = None) -> Any:
-        try:
-            response = self._http.request(method, path, json=body)
-        except httpx2.HTTPError as exc:
-            raise self.unreachable(exc) from None
-        return self.answer(response, method, path)
+    def _run(self, call: _Call) -> Any:
+        result = None
+        for method, path, body in call.requests:
+            try:
+                response = self._http.request(method, path, json=body)
+            except httpx2.HTTPError as exc:
+                raise self.unreachable(exc) from None
+            result = self.result(call, response, method, path)
+        return result
 
     def list_sessions(self) -> list[JsonObject]:
-        return cast(list[JsonObject], self._call("GET", "/sessions"))
+        return cast(list[JsonObject], self._run(_list_sessions()))
 
     def get_session(self, session_id: str) -> JsonObject:
-        try:
-            return cast(JsonObject, self._call("GET", f"/sessions/{segment(session_id)}"))
-        except _RemoteError as exc:
-            raise not_found_as(exc, SessionNotFound(session_id)) from None
+        return cast(JsonObject, self._run(_get_session(session_id)))
 
     def pending(self, session_id: str | None) -> list[JsonObject]:
-        try:
-            return cast(list[JsonObject], self._call("GET", pending_path(session_id))["annotations"])
-        except _RemoteError as exc:
-            raise not_found_as(exc, SessionNotFound(session_id or "")) from None
+        return cast(list[JsonObject], self._run(_pending(session_id)))
 
     def get_annotation(self, annotation_id: str) -> JsonObject:
-        try:
-            return cast(JsonObject, self._call("GET", f"/annotations/{segment(annotation_id)}"))
-        except _RemoteError as exc:
-            raise not_found_as(exc, AnnotationNotFound(annotation_id)) from None
+        return cast(JsonObject, self._run(_get_annotation(annotation_id)))
 
     def submit(self, command: Command) -> None:
-        for method, path, body in writes(command):
-            try:
-                self._call(method, path, body)
-            except _RemoteError as exc:
-                raise not_found_as(exc, AnnotationNotFound(getattr(command, "annotation_id", ""))) from None
+        self._run(_submit(command))
 
     def close(self) -> None:
         self._http.close()
@@ -155,40 +185,30 @@ class AsyncRemoteClient(_Api):
         super().__init__(base_url, api_key)
         self._http = httpx2.AsyncClient(base_url=self.base_url, headers=self.headers, timeout=TIMEOUT)
 
-    async def _call(self, method: str, path: str, body: Any = None) -> Any:
-        try:
-            response = await self._http.request(method, path, json=body)
-        except httpx2.HTTPError as exc:
-            raise self.unreachable(exc) from None
-        return self.answer(response, method, path)
+    async def _run(self, call: _Call) -> Any:
+        result = None
+        for method, path, body in call.requests:
+            try:
+                response = await self._http.request(method, path, json=body)
+            except httpx2.HTTPError as exc:
+                raise self.unreachable(exc) from None
+            result = self.result(call, response, method, path)
+        return result
 
     async def list_sessions(self) -> list[JsonObject]:
-        return cast(list[JsonObject], await self._call("GET", "/sessions"))
+        return cast(list[JsonObject], await self._run(_list_sessions()))
 
     async def get_session(self, session_id: str) -> JsonObject:
-        try:
-            return cast(JsonObject, await self._call("GET", f"/sessions/{segment(session_id)}"))
-        except _RemoteError as exc:
-            raise not_found_as(exc, SessionNotFound(session_id)) from None
+        return cast(JsonObject, await self._run(_get_session(session_id)))
 
     async def pending(self, session_id: str | None) -> list[JsonObject]:
-        try:
-            return cast(list[JsonObject], (await self._call("GET", pending_path(session_id)))["annotations"])
-        except _RemoteError as exc:
-            raise not_found_as(exc, SessionNotFound(session_id or "")) from None
+        return cast(list[JsonObject], await self._run(_pending(session_id)))
 
     async def get_annotation(self, annotation_id: str) -> JsonObject:
-        try:
-            return cast(JsonObject, await self._call("GET", f"/annotations/{segment(annotation_id)}"))
-        except _RemoteError as exc:
-            raise not_found_as(exc, AnnotationNotFound(annotation_id)) from None
+        return cast(JsonObject, await self._run(_get_annotation(annotation_id)))
 
     async def submit(self, command: Command) -> None:
-        for method, path, body in writes(command):
-            try:
-                await self._call(method, path, body)
-            except _RemoteError as exc:
-                raise not_found_as(exc, AnnotationNotFound(getattr(command, "annotation_id", ""))) from None
+        await self._run(_submit(command))
 
     async def events(
         self, session_id: str | None, last_id: str | None = None, on_open: Callable[[], object] | None = None
@@ -207,26 +227,32 @@ class AsyncRemoteClient(_Api):
                     raise RemoteUnavailable(f"{self.base_url}{path} answered {response.status_code}")
                 if on_open is not None:
                     on_open()
-                fields: dict[str, str] = {}
                 lines = cast(AsyncGenerator[str, None], response.aiter_lines())
-                async with aclosing(lines):
-                    async for line in lines:
-                        if line == "":
-                            if "data" in fields:
-                                data = json.loads(fields["data"])
-                                yield Event(
-                                    data["type"],
-                                    data.get("sessionId", ""),
-                                    data.get("payload"),
-                                    int(fields.get("id") or data.get("sequence") or 0),
-                                    data.get("timestamp", ""),
-                                )
-                            fields = {}
-                        elif not line.startswith(":"):
-                            name, _, value = line.partition(":")
-                            fields[name] = value.removeprefix(" ")
+                async with aclosing(lines), aclosing(sse_events(lines)) as events:
+                    async for event in events:
+                        yield event
         except httpx2.HTTPError as exc:
             raise self.unreachable(exc) from None
 
     async def aclose(self) -> None:
         await self._http.aclose()
+
+
+async def sse_events(lines: AsyncIterator[str]) -> AsyncGenerator[Event, None]:
+    """The events of an SSE stream of ours, from its lines: a frame ends at a blank line; comments are skipped."""
+    fields: dict[str, str] = {}
+    async for line in lines:
+        if line == "":
+            if "data" in fields:
+                data = json.loads(fields["data"])
+                yield Event(
+                    data["type"],
+                    data.get("sessionId", ""),
+                    data.get("payload"),
+                    int(fields.get("id") or data.get("sequence") or 0),
+                    data.get("timestamp", ""),
+                )
+            fields = {}
+        elif not line.startswith(":"):
+            name, _, value = line.partition(":")
+            fields[name] = value.removeprefix(" ")

@@ -11,21 +11,24 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from contextlib import aclosing
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import trio
 
-from ..errors import AgentationError, AnnotationNotFound, SessionNotFound
-from ..models import ANNOTATION_CREATED, Event, JsonObject, agent_view
+from ..errors import AgentationError, AnnotationNotFound, SessionNotFound, leaves
+from ..models import Event, JsonObject, agent_view
 from ..store import reads
 from ..store.hub import Hub
 from ..store.reads import Reader
+from . import batches
 
 if TYPE_CHECKING:
     from .remote import AsyncRemoteClient
 
-log = logging.getLogger("agentation_mcp")
+log = logging.getLogger(__name__)
 DEFAULT_BATCH_WINDOW = 10.0
 DEFAULT_TIMEOUT = 120.0
 
@@ -73,41 +76,20 @@ async def watch_annotations(
         return _batch(pending)
 
     log.info("[MCP] Watching for new annotations%s", f" in session {session_id}" if session_id else "")
-    position = _Position(cursor)
-    while True:
-        collected: list[str] = []
-        with trio.move_on_at(deadline):
-            await _gather(hub, position, session_id, collected, first_only=True)
-        if not collected:
-            return _timed_out(timeout)
-        with trio.move_on_after(batch_window):
-            await _gather(hub, position, session_id, collected, first_only=False)
-        current = reads.annotations_by_id(reader, collected)
-        still_pending = [current[i] for i in dict.fromkeys(collected) if current.get(i, {}).get("status") == "pending"]
-        if still_pending:
-            return _batch(still_pending)
-        if trio.current_time() >= deadline:
-            return _timed_out(timeout)
-
-
-class _Position:
-    """The last sequence a watch has seen; survives the cancelled waits that update it."""
-
-    def __init__(self, sequence: int) -> None:
-        self.sequence = sequence
-
-
-async def _gather(
-    hub: Hub, position: _Position, session_id: str | None, collected: list[str], *, first_only: bool
-) -> None:
-    """Append ids of newly created annotations to `collected`; returns after the first if asked."""
-    async with aclosing(hub.follow(position.sequence)) as events:
-        async for event in events:
-            position.sequence = event.sequence
-            if event.type == ANNOTATION_CREATED and (session_id is None or event.session_id == session_id):
-                collected.append(event.payload["id"])
-                if first_only:
-                    return
+    async with batches.fed_from(hub.follow(cursor)) as events:
+        while True:
+            batch = await batches.next_batch(events, session_id, batch_window, deadline)
+            if not batch:
+                return _timed_out(timeout)
+            collected = batches.created_ids(batch)
+            current = reads.annotations_by_id(reader, collected)
+            still_pending = [
+                current[i] for i in dict.fromkeys(collected) if current.get(i, {}).get("status") == "pending"
+            ]
+            if still_pending:
+                return _batch(still_pending)
+            if trio.current_time() >= deadline:
+                return _timed_out(timeout)
 
 
 async def watch_remote(
@@ -128,40 +110,29 @@ async def watch_remote(
         return await _watch_remote(remote, session_id, batch_window, timeout)
     except BaseExceptionGroup as group:
         # The stream task's error (the server is down) is the caller's answer, not a crash.
-        fault = next((exc for exc in _leaves(group) if isinstance(exc, AgentationError)), None)
+        fault = next((exc for exc in leaves(group) if isinstance(exc, AgentationError)), None)
         if fault is None:
             raise
         raise fault from None
-
-
-def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
-    found: list[BaseException] = []
-    for exc in group.exceptions:
-        found += _leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc]
-    return found
 
 
 async def _watch_remote(
     remote: AsyncRemoteClient, session_id: str | None, batch_window: float, timeout: float
 ) -> JsonObject:
     deadline = trio.current_time() + timeout
-    send, receive = trio.open_memory_channel[Event](math.inf)
+    send, events = batches.event_channel()
     async with trio.open_nursery() as nursery:
-        await nursery.start(_follow_remote, remote, session_id, send)
+        await nursery.start(partial(follow_remote, remote, session_id, send, retry_after=1.0))
         try:
             pending = await remote.pending(session_id)
             if pending:
                 return _batch(pending)
             while True:
-                collected: list[str] = []
-                with trio.move_on_at(deadline):
-                    await _gather_created(receive, collected, first_only=True)
-                if not collected:
+                batch = await batches.next_batch(events, session_id, batch_window, deadline)
+                if not batch:
                     return _timed_out(timeout)
-                with trio.move_on_after(batch_window):
-                    await _gather_created(receive, collected, first_only=False)
                 still_pending = []
-                for annotation_id in dict.fromkeys(collected):
+                for annotation_id in dict.fromkeys(batches.created_ids(batch)):
                     try:
                         annotation = await remote.get_annotation(annotation_id)
                     except AnnotationNotFound:
@@ -176,43 +147,50 @@ async def _watch_remote(
             nursery.cancel_scope.cancel()
 
 
-async def _follow_remote(
+async def follow_remote(
     remote: AsyncRemoteClient,
     session_id: str | None,
     send: trio.MemorySendChannel[Event],
+    *,
+    retry_after: float,
+    reachable: Callable[[AgentationError | None], None] | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Feed `send` with the remote events, reconnecting (from the last one seen) when the stream drops.
 
-    Reports started once the first connection is made; raises `RemoteUnavailable` if that one fails.
+    Reports started once the first connection is made. Without `reachable`, a
+    first connection that fails raises its `AgentationError`; with it, the task
+    starts anyway and `reachable` hears of each change: the error when the
+    server cannot be reached, None when it can again.
     """
-    from .remote import RemoteUnavailable
-
     last_id: str | None = None
     opened = False
+    down = False
 
     def on_open() -> None:
-        nonlocal opened, task_status
+        nonlocal opened, down, task_status
         if not opened:
             opened = True
             task_status.started()
             task_status = trio.TASK_STATUS_IGNORED
+        if down and reachable is not None:
+            reachable(None)
+        down = False
 
     while True:
         try:
             async with aclosing(remote.events(session_id, last_id, on_open=on_open)) as events:
                 async for event in events:
                     last_id = str(event.sequence)
-                    send.send_nowait(event)
-        except RemoteUnavailable:
-            if not opened:
+                    await send.send(event)
+        except AgentationError as exc:
+            if reachable is None and not opened:
                 raise  # the first connection failed: the caller hears of it now
-        await trio.sleep(1)
-
-
-async def _gather_created(receive: trio.MemoryReceiveChannel[Event], collected: list[str], *, first_only: bool) -> None:
-    async for event in receive:
-        if event.type == ANNOTATION_CREATED:
-            collected.append(event.payload["id"])
-            if first_only:
-                return
+            if not opened:
+                opened = True
+                task_status.started()  # watching begins anyway; events come once the server is back
+                task_status = trio.TASK_STATUS_IGNORED
+            if not down and reachable is not None:
+                reachable(exc)
+            down = True
+        await trio.sleep(retry_after)

@@ -34,7 +34,7 @@ import trio
 from ..errors import StoreFault
 from ..models import Event
 
-log = logging.getLogger("agentation_mcp")
+log = logging.getLogger(__name__)
 # How often `run_tail` polls for other processes' commits: while they come, and at most while none do.
 TAIL_FASTEST = 0.005
 TAIL_SLOWEST = 0.1

@@ -37,7 +37,7 @@ from .faults import is_storage_error, store_fault
 BUSY_RETRIES = 6
 log = logging.getLogger(__name__)
 
-Committed = outcome.Outcome[tuple[Any, list[Event]]]
+CommandOutcome = outcome.Outcome[tuple[Any, list[Event]]]
 
 
 class _PartlyApplied(Exception):
@@ -61,7 +61,7 @@ class _BatchFailed(Exception):
         return isinstance(self.cause, StoreFault) or is_storage_error(self.cause)
 
 
-def commit_batch(conn: apsw.Connection, commands: Sequence[c.Command]) -> list[Committed]:
+def commit_batch(conn: apsw.Connection, commands: Sequence[c.Command]) -> list[CommandOutcome]:
     """Commit `commands` in one transaction; an outcome per command, in order. Never raises a storage error.
 
     Retries while another process holds the write lock, then fails every
@@ -81,7 +81,7 @@ def commit_batch(conn: apsw.Connection, commands: Sequence[c.Command]) -> list[C
 
 def try_commit_batch(
     conn: apsw.Connection, commands: Sequence[c.Command], lock_wait: LockWait | None = None
-) -> list[Committed] | None:
+) -> list[CommandOutcome] | None:
     """`commit_batch` if the write lock is free right now; None, with nothing done, if another process holds it.
 
     Afterwards `conn` waits for locks as before: through `lock_wait` when
@@ -97,7 +97,7 @@ def try_commit_batch(
             lock_wait.install(conn)
 
 
-def _try_again(conn: apsw.Connection, commands: Sequence[c.Command]) -> list[Committed] | None:
+def _try_again(conn: apsw.Connection, commands: Sequence[c.Command]) -> list[CommandOutcome] | None:
     try:
         return _commit_once(conn, commands)
     except apsw.BusyError:
@@ -110,8 +110,8 @@ def _failed(
     conn: apsw.Connection,
     commands: Sequence[c.Command],
     failed: _BatchFailed,
-    again: Callable[[apsw.Connection, Sequence[c.Command]], list[Committed] | None],
-) -> list[Committed] | None:
+    again: Callable[[apsw.Connection, Sequence[c.Command]], list[CommandOutcome] | None],
+) -> list[CommandOutcome] | None:
     """The outcomes of a batch whose transaction failed: every command fails with the fault, or,
     when one command's own error ended the transaction, that one fails and the others are committed anew."""
     if failed.culprit is None:
@@ -125,7 +125,7 @@ def _failed(
     return rest
 
 
-def _all_failed(conn: apsw.Connection, commands: Sequence[c.Command], cause: BaseException) -> list[Committed]:
+def _all_failed(conn: apsw.Connection, commands: Sequence[c.Command], cause: BaseException) -> list[CommandOutcome]:
     if isinstance(cause, StoreFault):
         error: AgentationError = cause
     elif isinstance(cause, apsw.Error) and is_storage_error(cause):
@@ -136,7 +136,7 @@ def _all_failed(conn: apsw.Connection, commands: Sequence[c.Command], cause: Bas
     return [outcome.Error(error) for _ in commands]
 
 
-def _commit_once(conn: apsw.Connection, commands: Sequence[c.Command]) -> list[Committed]:
+def _commit_once(conn: apsw.Connection, commands: Sequence[c.Command]) -> list[CommandOutcome]:
     """One try; raises `apsw.BusyError`, with everything rolled back, while another process holds the lock.
 
     Commands first run without savepoints: a command that fails almost
@@ -152,8 +152,10 @@ def _commit_once(conn: apsw.Connection, commands: Sequence[c.Command]) -> list[C
 
 
 def _transaction(
-    conn: apsw.Connection, commands: Sequence[c.Command], apply_one: Callable[[apsw.Connection, c.Command], Committed]
-) -> list[Committed]:
+    conn: apsw.Connection,
+    commands: Sequence[c.Command],
+    apply_one: Callable[[apsw.Connection, c.Command], CommandOutcome],
+) -> list[CommandOutcome]:
     try:
         conn.execute("BEGIN IMMEDIATE")
     except apsw.BusyError:
@@ -161,7 +163,7 @@ def _transaction(
     except apsw.Error as exc:
         raise _BatchFailed(exc) from exc
     try:
-        results: list[Committed] = []
+        results: list[CommandOutcome] = []
         for command in commands:
             try:
                 results.append(apply_one(conn, command))
@@ -203,7 +205,7 @@ def _raise_if_it_ends_the_batch(exc: Exception, conn: apsw.Connection) -> None:
         raise _BatchFailed(exc) from exc
 
 
-def _apply_plain(conn: apsw.Connection, command: c.Command) -> Committed:
+def _apply_plain(conn: apsw.Connection, command: c.Command) -> CommandOutcome:
     before = conn.total_changes()
     try:
         result, pending = apply(conn, command)
@@ -216,7 +218,7 @@ def _apply_plain(conn: apsw.Connection, command: c.Command) -> Committed:
     return outcome.Value((result, events))
 
 
-def _apply_in_savepoint(conn: apsw.Connection, command: c.Command) -> Committed:
+def _apply_in_savepoint(conn: apsw.Connection, command: c.Command) -> CommandOutcome:
     conn.execute("SAVEPOINT command")
     try:
         result, pending = apply(conn, command)
@@ -229,7 +231,7 @@ def _apply_in_savepoint(conn: apsw.Connection, command: c.Command) -> Committed:
     return outcome.Value((result, events))
 
 
-def _command_failed(command: c.Command, exc: Exception) -> Committed:
+def _command_failed(command: c.Command, exc: Exception) -> CommandOutcome:
     if isinstance(exc, AgentationError):
         return outcome.Error(exc)
     log.error("[Store] Applying %s failed", type(command).__name__, exc_info=exc)

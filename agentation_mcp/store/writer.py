@@ -27,7 +27,6 @@ Invariants:
 from __future__ import annotations
 
 import logging
-import math
 import queue
 import threading
 from collections import deque
@@ -44,10 +43,10 @@ from ..errors import InternalError, StoreBusy, StoreClosed, StoreFault
 from ..models import Event, json_bytes
 from .connection import Connection, LockWait
 from .hub import Hub
-from .transactions import commit_batch, try_commit_batch
+from .transactions import CommandOutcome, commit_batch, try_commit_batch
 
 T = TypeVar("T")
-log = logging.getLogger("agentation_mcp")
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -192,7 +191,9 @@ async def run_writer(
             database.stop()
 
 
-Committed = list[outcome.Outcome[tuple[Any, list[Event]]]]
+Committed = list[CommandOutcome]
+"""The outcome of each command of one committed batch, in order."""
+_UNFLUSHED = 64  # committed batches waiting for their flush before the writer stops taking more
 
 
 async def _serve(
@@ -211,7 +212,7 @@ async def _serve(
     next is already being committed, and one flush answers every batch
     committed before it started.
     """
-    flushes, flushed = trio.open_memory_channel[tuple[list[_Envelope], Committed]](math.inf)
+    flushes, flushed = trio.open_memory_channel[tuple[list[_Envelope], Committed]](_UNFLUSHED)
     unflushed: deque[int] = deque()  # the first sequence of each committed batch not yet answered
     health = _Health()
     async with trio.open_nursery() as nursery:
@@ -245,7 +246,7 @@ async def _serve(
                 if first_sequence is not None:
                     unflushed.append(first_sequence)
                     hub.hold_from(unflushed[0])
-                flushes.send_nowait((batch, results))
+                await flushes.send((batch, results))
 
 
 class _Health:

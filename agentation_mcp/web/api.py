@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
 
+from ..config import DEFAULT_MAX_BODY
 from ..errors import AgentationError
 from ..models import json_bytes
 from ..store import reads
@@ -33,9 +34,8 @@ from .routes import NOT_FOUND, FireWebhooks, HttpError, JsonRoutes, domain_error
 from .streams import EventStreams, Listeners
 from .wire import BodyTooLarge, Headers, Request, WireError
 
-log = logging.getLogger("agentation_mcp")
+log = logging.getLogger(__name__)
 
-DEFAULT_MAX_BODY = 1024 * 1024
 _JSON = (b"content-type", b"application/json")
 
 

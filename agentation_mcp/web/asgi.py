@@ -14,6 +14,8 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 from urllib.parse import unquote
 
+import trio
+
 from .wire import Headers, Request
 
 Scope = MutableMapping[str, Any]
@@ -21,6 +23,18 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 AsgiApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+async def cancel_after(done: Callable[[], Awaitable[object]], scope: trio.CancelScope) -> None:
+    """Cancel `scope` once `done` returns: a stream's writing stops when its client has gone."""
+    await done()
+    scope.cancel()
+
+
+async def disconnected(receive: Receive) -> None:
+    """Return once an ASGI `receive` says the client has disconnected."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
 
 
 def http_scope(request: Request) -> dict[str, Any]:

@@ -18,14 +18,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from functools import partial
 
 import httpx2
 import trio
 
 from ..models import to_json
-from .asgi import Receive, Scope, Send
+from .asgi import Receive, Scope, Send, cancel_after, disconnected
 
-log = logging.getLogger("agentation_mcp")
+log = logging.getLogger(__name__)
 
 
 Headers = Sequence[tuple[bytes, bytes]]
@@ -52,17 +53,11 @@ async def _start(send: Send, status: int, headers: Headers) -> None:
     await send({"type": "http.response.start", "status": status, "headers": list(headers)})
 
 
-async def _cancel_on_disconnect(receive: Receive, scope: trio.CancelScope) -> None:
-    while (await receive())["type"] != "http.disconnect":
-        pass
-    scope.cancel()
-
-
 async def _pass_through(response: httpx2.Response, send: Send, receive: Receive | None) -> None:
     """Copy an event stream to the client as it arrives, until either side ends it."""
     async with trio.open_nursery() as nursery:
         if receive is not None:
-            nursery.start_soon(_cancel_on_disconnect, receive, nursery.cancel_scope)
+            nursery.start_soon(cancel_after, partial(disconnected, receive), nursery.cancel_scope)
         try:
             async for chunk in response.aiter_bytes():
                 if chunk:

@@ -17,9 +17,9 @@ from functools import partial
 import trio
 
 from ..config import display_url
-from .wire import Handler, HttpLimits, serve_connection
+from .wire import HttpLimits, RequestHandler, serve_connection
 
-log = logging.getLogger("agentation_mcp")
+log = logging.getLogger(__name__)
 
 MAX_CONNECTIONS = 1024
 _BUSY = (
@@ -47,7 +47,7 @@ def bind_socket(host: str, port: int) -> socket.socket:
 class _Connections:
     """Serves each accepted connection, up to `limit` at once; past that, a 503 and close."""
 
-    def __init__(self, handler: Handler, limits: HttpLimits, limit: int) -> None:
+    def __init__(self, handler: RequestHandler, limits: HttpLimits, limit: int) -> None:
         self.handler = handler
         self.limits = limits
         self.limit = limit
@@ -70,7 +70,7 @@ class _Connections:
 
 
 async def serve_http(
-    handler: Handler,
+    handler: RequestHandler,
     host: str,
     port: int,
     *,

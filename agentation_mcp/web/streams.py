@@ -17,7 +17,6 @@ action request.
 
 from __future__ import annotations
 
-import socket
 from collections import OrderedDict, deque
 from dataclasses import dataclass
 
@@ -28,12 +27,13 @@ from ..store import reads
 from ..store.hub import Hub
 from ..store.reads import Reader
 from . import sse
+from .asgi import cancel_after
 from .wire import ClientGone, Headers, Request, chunk
 
 _FRAME_CACHE = 512
 _REPLAY_PAGE = 1000
 _WRITE_SIZE = 256 * 1024
-_MAX_QUEUED = 4 * 1024 * 1024  # bytes waiting for one slow stream before it is cut off
+_MAX_QUEUED_BYTES = 4 * 1024 * 1024  # bytes waiting for one slow stream before it is cut off
 
 
 @dataclass(eq=False, slots=True)
@@ -89,17 +89,17 @@ class _Stream:
     The fan-out writes a frame straight to the socket when nothing is queued
     and the socket takes it whole; otherwise it queues the frame (with its
     sequence, or 0 for bytes that must go out regardless) and wakes the
-    stream's task, which writes the queue with trio. Past `_MAX_QUEUED`
+    stream's task, which writes the queue with trio. Past `_MAX_QUEUED_BYTES`
     bytes the stream is cut off from the fan-out (`lagged`) and catches up
     from the table instead.
     """
 
-    __slots__ = ("busy", "chunked", "cursor", "lagged", "listener", "queue", "queued", "sock", "wake")
+    __slots__ = ("busy", "chunked", "cursor", "lagged", "listener", "queue", "queued", "request", "wake")
 
-    def __init__(self, listener: Listener, sock: socket.socket | None, chunked: bool, cursor: int) -> None:
+    def __init__(self, listener: Listener, request: Request, cursor: int) -> None:
         self.listener = listener
-        self.sock = sock
-        self.chunked = chunked
+        self.request = request
+        self.chunked = request.chunked
         self.cursor = cursor  # the last sequence written
         self.queue: deque[tuple[int, bytes]] = deque()
         self.queued = 0
@@ -110,7 +110,7 @@ class _Stream:
     def offer(self, sequence: int, data: bytes) -> None:
         if self.lagged:
             return
-        if self.busy or self.queue or self.sock is None:
+        if self.busy or self.queue:
             # The task owns the cursor while it writes; it drops repeats as it goes.
             self._enqueue(sequence, data)
             return
@@ -119,10 +119,8 @@ class _Stream:
                 return
             self.cursor = sequence
         try:
-            sent = self.sock.send(data)
-        except BlockingIOError:
-            sent = 0
-        except OSError:
+            sent = self.request.try_send(data)
+        except ClientGone:
             self.wake.set()  # broken: the task finds out when it writes
             return
         if sent < len(data):
@@ -131,7 +129,7 @@ class _Stream:
     def _enqueue(self, sequence: int, data: bytes) -> None:
         self.queue.append((sequence, data))
         self.queued += len(data)
-        if self.queued > _MAX_QUEUED:
+        if self.queued > _MAX_QUEUED_BYTES:
             self.lagged = True
         self.wake.set()
 
@@ -190,8 +188,7 @@ class EventStreams:
         resume = sse.parse_last_event_id(request.headers.get("last-event-id"))
         cursor = reads.last_sequence(self.reader) if resume is None else resume
         self.listeners.add(listener)
-        sock = request.direct_socket()
-        stream = _Stream(listener, sock, request.chunked, cursor)
+        stream = _Stream(listener, request, cursor)
         try:
             await request.start_stream(
                 200,
@@ -206,7 +203,7 @@ class EventStreams:
             if agent and session_id is None:
                 await request.send(self._initial_sync(domain))
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(_cancel_on_disconnect, request, nursery.cancel_scope)
+                nursery.start_soon(cancel_after, request.wait_disconnect, nursery.cancel_scope)
                 nursery.start_soon(self._keepalive, stream, request.chunked)
                 await self._pump(request, stream)
         except ClientGone:
@@ -215,8 +212,6 @@ class EventStreams:
             # The stream ends with the connection: it is never marked as answered in full.
             self._leave(stream)
             self.listeners.discard(listener)
-            if sock is not None:
-                sock.close()
 
     async def _pump(self, request: Request, stream: _Stream) -> None:
         """Replay from the stream's cursor, then write whatever the fan-out queues, forever.
@@ -283,8 +278,3 @@ class EventStreams:
         while True:
             await trio.sleep(self.ping_interval)
             stream.offer(0, ping)
-
-
-async def _cancel_on_disconnect(request: Request, scope: trio.CancelScope) -> None:
-    await request.wait_disconnect()
-    scope.cancel()

@@ -43,7 +43,7 @@ import trio
 from ..config import WebhookSettings
 from ..models import to_json
 
-log = logging.getLogger("agentation_mcp")
+log = logging.getLogger(__name__)
 
 USER_AGENT = "Agentation-Webhook/1.0"
 _DIGITS = re.compile(r"[0-9]+")

@@ -25,7 +25,6 @@ as a chunked stream (`start_stream`, `send`, `end_stream`), while
 from __future__ import annotations
 
 import logging
-import os
 import socket
 import time
 from collections import deque
@@ -37,19 +36,21 @@ from http import HTTPStatus
 import httptools
 import trio
 
-log = logging.getLogger("agentation_mcp")
+from ..config import DEFAULT_MAX_BODY
+
+log = logging.getLogger(__name__)
 
 Headers = list[tuple[bytes, bytes]]
-Handler = Callable[["Request"], Awaitable[None]]
+RequestHandler = Callable[["Request"], Awaitable[None]]
 
 _RECEIVE_SIZE = 65536
-_MAX_QUEUED = 32  # pipelined requests read ahead while a response is streamed
+_MAX_READ_AHEAD = 32  # pipelined requests read ahead while a response is streamed
 
 
 @dataclass(frozen=True, slots=True)
 class HttpLimits:
     max_head: int = 64 * 1024
-    max_body: int = 1024 * 1024
+    max_body: int = DEFAULT_MAX_BODY
     idle_timeout: float = 5.0
     head_timeout: float = 10.0
     body_timeout: float = 30.0
@@ -259,19 +260,14 @@ class Request:
             self._message.keep_alive = False
         return b"".join(parts)
 
-    def direct_socket(self) -> socket.socket | None:
-        """A second handle on the connection's socket, for writes that must not wait; None without a socket.
+    def try_send(self, data: bytes) -> int:
+        """Write what the socket takes of an already framed piece now, without waiting; how much it took.
 
-        Writes through it are non-blocking and bypass trio: only one writer
-        may use the connection at a time (the caller's job), and the caller
-        closes the handle (the connection itself stays open).
+        For the SSE fan-out, which writes from the publisher's task: the caller
+        makes sure nothing else is writing to this response meanwhile. Raises
+        `ClientGone` when the connection is broken; 0 without a socket.
         """
-        stream = self._conn.stream
-        if not isinstance(stream, trio.SocketStream):
-            return None
-        sock = socket.socket(fileno=os.dup(stream.socket.fileno()))
-        sock.setblocking(False)
-        return sock
+        return self._conn.try_send(data)
 
     # --- the client going away ---------------------------------------------------------
 
@@ -322,6 +318,8 @@ class _Connection:
         # On a socket, reads and writes try the system call first and only wait (with trio) when it
         # would block: most requests then go in and out without trio's stream machinery, whose
         # per-call context managers and cancel scopes were a third of the CPU of a small request.
+        # The connection takes the socket over from trio's stream, which is left an empty shell:
+        # this object is its one owner, and `close` closes it.
         self.sock: socket.socket | None = None
         if isinstance(stream, trio.SocketStream):
             try:
@@ -329,14 +327,14 @@ class _Connection:
                 self.local = stream.socket.getsockname()[:2]
             except OSError:
                 pass
-            self.sock = socket.socket(fileno=stream.socket.fileno())  # the same descriptor: see `release`
+            self.sock = socket.socket(fileno=stream.socket.detach())
             self.sock.setblocking(False)
 
-    def release(self) -> None:
-        """Let go of the descriptor shared with the stream, which closes it."""
+    def close(self) -> None:
+        """Close the socket, waking whatever waits on it first."""
         if self.sock is not None:
-            self.sock.detach()
-            self.sock = None
+            trio.lowlevel.notify_closing(self.sock)
+            self.sock.close()
 
     # --- parser callbacks (run inside feed_data) ------------------------------------
 
@@ -467,7 +465,7 @@ class _Connection:
 
     async def wait_disconnect(self) -> None:
         while not self.eof:
-            if len(self.messages) > _MAX_QUEUED:
+            if len(self.messages) > _MAX_READ_AHEAD:
                 # A flood of pipelined requests behind a streamed response: stop reading (which also
                 # stops noticing a disconnect; a write that cannot finish still ends the stream).
                 await trio.sleep_forever()
@@ -504,6 +502,16 @@ class _Connection:
                 raise ClientGone from None
         if slow.cancelled_caught:
             raise ClientGone
+
+    def try_send(self, data: bytes) -> int:
+        if self.sock is None:
+            return 0
+        try:
+            return self.sock.send(data)
+        except BlockingIOError:
+            return 0
+        except OSError:
+            raise ClientGone from None
 
     @staticmethod
     async def _send_rest(sock: socket.socket, rest: memoryview) -> None:
@@ -571,7 +579,7 @@ def _only(exc: BaseException, kind: tuple[type[BaseException], ...]) -> bool:
     return isinstance(exc, kind)
 
 
-async def serve_connection(stream: trio.abc.Stream, handler: Handler, limits: HttpLimits) -> None:
+async def serve_connection(stream: trio.abc.Stream, handler: RequestHandler, limits: HttpLimits) -> None:
     """Serve requests from `stream` until the client leaves or a limit is hit; closes the stream."""
     conn = _Connection(stream, limits)
     try:
@@ -604,6 +612,6 @@ async def serve_connection(stream: trio.abc.Stream, handler: Handler, limits: Ht
                     await _refuse(conn, 500, "Internal server error")
                 return
     finally:
-        conn.release()
+        conn.close()
         with trio.CancelScope(shield=True), trio.move_on_after(1):
             await stream.aclose()
