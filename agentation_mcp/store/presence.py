@@ -13,13 +13,16 @@ told, and within `EXPIRY` seconds everywhere). Its agents and pages are
 present while it is. Each heartbeat also deletes what long-dead processes
 left behind.
 
-Presence rows go through the writer like every other change, so there is one
-writer per process and never a second connection competing for the write
-lock; they ride in the same batches and the same WAL flush as annotation
-writes. They need no durability of their own (the next heartbeat rewrites
-them), but a separate unflushed path would have meant a second write
-connection per process, and the flush is shared anyway: a heartbeat every
-few seconds adds at most one small transaction per beat.
+Presence rows go through the writer like every other change (`RecordPresence`
+and `EndPresence` commands), so each process keeps one write connection and
+one transaction at a time: presence never competes with annotation writes for
+the write lock inside a process, never splits or reorders their batches, and
+takes the same path through a busy or faulty store. What presence does not
+need is durability: the next heartbeat rewrites it, so the writer does not
+flush the WAL (fsync) for a batch that caused no event. A heartbeat every few
+seconds is then one small transaction without a disk flush, and the next
+annotation write's flush covers it. (A second, unflushed connection was the
+alternative; it would have competed with the writer for the lock.)
 """
 
 from __future__ import annotations
