@@ -54,7 +54,7 @@ class Agent:
     client_name: str | None = None
     client_version: str | None = None
     connected_at: str | None = None
-    last_call_at: str | None = None
+    last_call: float | None = None  # seconds since the epoch: cheaper to take than a formatted time
     watches: list[str | None] = field(default_factory=list)
 
     def connected(self, client_info: Mapping[str, Any] | None, transport: str | None = None) -> None:
@@ -71,7 +71,7 @@ class Agent:
 
     def called(self) -> None:
         """A tool call arrived: remembered, written with the next heartbeat."""
-        self.last_call_at = now_iso()
+        self.last_call = self.heartbeat.wall()
 
     def watching(self, session_id: str | None) -> None:
         """An `agentation_watch_annotations` call starts waiting (on one session, or on all)."""
@@ -93,7 +93,7 @@ class Agent:
             client_version=self.client_version,
             transport=self.transport,
             connected_at=self.connected_at or now_iso(),
-            last_call_at=self.last_call_at,
+            last_call_at=presence.iso(self.last_call) if self.last_call is not None else None,
             watching=bool(self.watches),
             watching_session_id=self.watches[-1] if self.watches else None,
         )

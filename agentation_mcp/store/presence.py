@@ -30,6 +30,7 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -79,7 +80,7 @@ def record(conn: apsw.Connection, cmd: c.RecordPresence) -> None:
         )
     conn.execute("DELETE FROM presence_pages WHERE instance = ?", (p.instance,))
     if cmd.pages:
-        seen = _iso(cmd.beat_at)
+        seen = iso(cmd.beat_at)
         conn.executemany(
             "INSERT OR REPLACE INTO presence_pages (id, instance, session_id, url, connected_at, last_seen_at) "
             "VALUES (?, ?, ?, ?, ?, ?)",
@@ -109,13 +110,12 @@ def _forget_the_dead(conn: apsw.Connection, now: float) -> None:
     conn.execute("DELETE FROM presence_processes WHERE beat_at < ?", (dead,))
     for table in ("presence_agents", "presence_pages"):
         conn.execute(f"DELETE FROM {table} WHERE instance NOT IN (SELECT instance FROM presence_processes)")
-    conn.execute("DELETE FROM presence_pages_seen WHERE last_seen_at < ?", (_iso(now - PAGE_HISTORY_DAYS * 86400),))
-    conn.execute("DELETE FROM presence_refused_origins WHERE last_at < ?", (_iso(now - 86400),))
+    conn.execute("DELETE FROM presence_pages_seen WHERE last_seen_at < ?", (iso(now - PAGE_HISTORY_DAYS * 86400),))
+    conn.execute("DELETE FROM presence_refused_origins WHERE last_at < ?", (iso(now - 86400),))
 
 
-def _iso(seconds: float) -> str:
-    from datetime import UTC, datetime
-
+def iso(seconds: float) -> str:
+    """Seconds since the epoch as an ISO timestamp like `now_iso`'s."""
     return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
