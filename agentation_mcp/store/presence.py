@@ -120,7 +120,11 @@ def iso(seconds: float) -> str:
 
 
 def pid_gone(pid: int, host: str) -> bool:
-    """Whether process `pid` of `host` has certainly ended (exited, or a zombie); False when this host cannot tell."""
+    """Whether process `pid` of `host` has certainly ended (exited, or a zombie); False when this host cannot tell.
+
+    Only a process recorded under this host's name is looked up (a container sharing the store has a host
+    name, and pids, of its own); for the others the heartbeat alone decides.
+    """
     if host != HOST:
         return False
     try:
