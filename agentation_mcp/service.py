@@ -4,7 +4,7 @@
     └── store nursery: the writer (started once the schema is migrated)
         └── front-end nursery: MCP over stdio; the HTTP API, SSE and /mcp on
             the port (or waiting for it), with webhooks; the hub's
-            cross-process tail; the signal watcher
+            cross-process tail; the presence heartbeat; the signal watcher
 
 stdin EOF, SIGTERM or SIGINT cancel the front ends, which frees the port;
 the writer is then closed, commits what is queued, and the connections are
@@ -31,12 +31,14 @@ from typing import Any
 import trio
 
 from .agent.features import Features
+from .agent.presence import StdioPresence, recorded
 from .agent.stdio import LOADING, load_sdk, pollable, serve_stdio
 from .agent.tools import Handler, LocalBackend, RemoteBackend, tool_handlers
 from .config import Settings, display_url
 from .models import Event, to_json
 from .store import connection, reads, schema, transactions
 from .store.connection import StoreLocation
+from .store.heartbeat import Heartbeat
 from .store.hub import Hub
 from .store.reads import Reader
 from .store.writer import Writer, run_writer
@@ -135,7 +137,14 @@ class _McpOnDemand:
 
 
 async def _run_http(
-    settings: Settings, writer: Writer, hub: Hub, reader: Reader, features: Features, begin: trio.Event
+    settings: Settings,
+    writer: Writer,
+    hub: Hub,
+    reader: Reader,
+    features: Features,
+    begin: trio.Event,
+    presence: Heartbeat,
+    store: str,
 ) -> None:
     """Once `begin` is set (or after `HTTP_WAIT`), import the HTTP side on a worker thread, so stdio answers
     meanwhile, then serve it with `/mcp` mounted (built by its first request)."""
@@ -151,11 +160,12 @@ async def _run_http(
             idle_timeout=settings.mcp_idle_seconds,
             max_arguments=settings.max_body_bytes,
             features=features,
+            presence=presence,
         )
         return app, manager
 
     async with trio.open_nursery() as nursery:
-        await web_app.run_http(settings, writer, hub, reader, _McpOnDemand(nursery, build))
+        await web_app.run_http(settings, writer, hub, reader, _McpOnDemand(nursery, build), presence, store)
         nursery.cancel_scope.cancel()
 
 
@@ -243,11 +253,16 @@ async def serve(settings: Settings) -> bool:
                     backend = LocalBackend(writer, hub, reader)
                     features = Features(backend, with_channel=settings.channel)
                     await front.start(features.run, hub)
+                    presence = Heartbeat()
+                    await front.start(presence.run, writer, reader)
+                    store = "memory" if location.path is None else str(location.path)
                     stdio_answered = trio.Event()
                     if settings.http_only or not pollable(0):
                         stdio_answered.set()  # no MCP client to answer first
                     if not settings.mcp_only:
-                        front.start_soon(_run_http, settings, writer, hub, reader, features, stdio_answered)
+                        front.start_soon(
+                            _run_http, settings, writer, hub, reader, features, stdio_answered, presence, store
+                        )
                     if settings.http_only:
                         log.info("[HTTP] Serving HTTP only: stdin is not read; stop with Ctrl-C or SIGTERM")
                         gc.freeze()
@@ -259,7 +274,9 @@ async def serve(settings: Settings) -> bool:
                     # Everything built so far (modules, the SDK's models) lives as long as the process:
                     # keep it out of the collector's full passes, which otherwise show up as latency spikes.
                     gc.freeze()
-                    await _serve_tools(tool_handlers(backend), settings, features, stdio_answered)
+                    await _serve_tools(
+                        tool_handlers(backend), settings, features, stdio_answered, StdioPresence(presence)
+                    )
                     stdin_closed = True
                     front.cancel_scope.cancel()
             finally:
@@ -274,11 +291,28 @@ async def serve(settings: Settings) -> bool:
 
 
 async def _serve_tools(
-    handlers: Mapping[str, Handler], settings: Settings, features: Features, answered: trio.Event
+    handlers: Mapping[str, Handler],
+    settings: Settings,
+    features: Features,
+    answered: trio.Event,
+    presence: StdioPresence | None = None,
 ) -> None:
     """The tools on stdio: the handshake and quick calls answered directly, the rest (and every other
-    feature) through the SDK once needed; `answered` is set once the client's first message is answered."""
-    await serve_stdio(handlers, features, max_arguments=settings.max_body_bytes, answered=answered.set)
+    feature) through the SDK once needed; `answered` is set once the client's first message is answered.
+    With `presence`, the client is recorded from its `initialize` until stdin closes."""
+    if presence is not None:
+        handlers = recorded(handlers, presence.agent)
+    try:
+        await serve_stdio(
+            handlers,
+            features,
+            max_arguments=settings.max_body_bytes,
+            answered=answered.set,
+            initialized=presence.initialized if presence is not None else None,
+        )
+    finally:
+        if presence is not None:
+            presence.disconnected()
 
 
 def close_all(closers: list[Callable[[], object]]) -> None:

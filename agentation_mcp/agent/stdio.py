@@ -221,11 +221,13 @@ async def serve_stdio(
     *,
     max_arguments: int,
     answered: Callable[[], None] | None = None,
+    initialized: Callable[[object], None] | None = None,
 ) -> None:
     """Serve one MCP session on this process's stdin/stdout until stdin closes.
 
     `answered` is called once the client's first message has been dealt with
-    (so that slower start-up work can begin without holding up the handshake).
+    (so that slower start-up work can begin without holding up the handshake);
+    `initialized` is told the params of each `initialize` request, whoever answers it.
     """
     session = {"handlers": handlers, "features": features, "max_arguments": max_arguments}
     wire = -1
@@ -238,14 +240,14 @@ async def serve_stdio(
         async with trio.open_nursery() as nursery:
             sdk = _Sdk(nursery, writer.send if writer is not None else None, session)
             if writer is None:
-                await _pass_everything(sdk, answered)
+                await _pass_everything(sdk, answered, initialized)
             else:
                 direct = DirectCalls(handlers, max_arguments=max_arguments)
                 direct.start(nursery, writer.send)
                 front = _Front(sdk, direct, writer.send, Answers(with_channel=features.with_channel))
                 forget = features.peers.expect(sdk.join)
                 try:
-                    await front.serve(answered)
+                    await front.serve(answered, initialized)
                 finally:
                     forget()
                 direct.close()
@@ -258,10 +260,15 @@ async def serve_stdio(
             os.dup2(wire, 1)
 
 
-async def _pass_everything(sdk: _Sdk, answered: Callable[[], None] | None) -> None:
+async def _pass_everything(
+    sdk: _Sdk, answered: Callable[[], None] | None, initialized: Callable[[object], None] | None
+) -> None:
     async for line in _stdin_lines():
         if line.strip():
-            await sdk.send(line, plain_message(line) is not None)
+            message = plain_message(line)
+            if message is not None and initialized is not None and message["method"] == "initialize":
+                initialized(message.get("params"))
+            await sdk.send(line, message is not None)
             if answered is not None:
                 answered()
                 answered = None
@@ -280,11 +287,15 @@ class _Front:
         self._answers = answers
         self._state = "new"  # "ours": our handshake answered; "initialized": its notification seen; "sdk"
 
-    async def serve(self, answered: Callable[[], None] | None) -> None:
+    async def serve(
+        self, answered: Callable[[], None] | None, initialized: Callable[[object], None] | None = None
+    ) -> None:
         async for line in _stdin_lines():
             if not line.strip():
                 continue
             message = plain_message(line)
+            if message is not None and initialized is not None and message["method"] == "initialize":
+                initialized(message.get("params"))
             if message is None:
                 await self._sdk.send(line, False)
             elif not await self._answer(message, line):

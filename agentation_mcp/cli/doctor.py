@@ -1,5 +1,7 @@
 """`agentation-mcp doctor`: one line per check (✓ / ✗ / !), each with its fix; exit 1 on any ✗.
 
+What presence tells (agents, toolbar pages, refused page origins) is in `presence_checks`.
+
 The checks run side by side, each with its own short timeout, so the whole
 report comes within about three seconds even when the port's owner hangs.
 With `--http-url URL` (as the npm server's doctor takes it) the server, its
@@ -72,6 +74,7 @@ def run_doctor(argv: Sequence[str]) -> int:
             ("store", lambda: _store(store_path)),
             ("port", lambda: _port(args.port)),
             ("sharing", lambda: _sharing(store_path)),
+            ("presence", lambda: _presence(store_path, args.port)),
         ]
     checks = _run_all([("environment", _environment), *where, ("Claude Code", _registration), ("toolbar", _toolbar)])
     if args.json:
@@ -384,6 +387,12 @@ def _registration() -> list[Check]:
     ours = server_command()[0]
     note = "" if program == ours else f" (this installation is {ours})"
     return [Check("Claude Code", OK, f"registered: {command}{note}" + (f"; {status}" if status else ""))]
+
+
+def _presence(store_path: Path, port: int) -> list[Check]:
+    from .presence_checks import presence_checks
+
+    return presence_checks(store_path, port)
 
 
 def _toolbar() -> list[Check]:

@@ -174,6 +174,10 @@ class RemoteClient(_Api):
     def submit(self, command: Command) -> None:
         self._run(_submit(command))
 
+    def status(self) -> JsonObject:
+        """The server's `/status` document."""
+        return cast(JsonObject, self._run(_Call([("GET", "/status", None)])))
+
     def close(self) -> None:
         self._http.close()
 
