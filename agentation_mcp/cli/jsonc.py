@@ -132,6 +132,8 @@ def _insert(text: str, node: Node, key: str, value: Any, unit: str) -> str:
     if node.members and node.members[-1].comma is None:
         end = node.members[-1].value.end
         edits.append((end, end, ","))
+    elif node.members:
+        member_text += ","  # the file ends its members with a comma; so does ours
     line_start = text.rfind("\n", 0, close) + 1
     if line_start > node.start and not text[line_start:close].strip():
         edits.append((line_start, line_start, f"{indent}{member_text}\n"))
