@@ -114,3 +114,18 @@ def test_claude_code_connects_to_the_streamable_http_endpoint(project: Path) -> 
         assert f"agentation: {server.url}/mcp (HTTP) - ✔ Connected" in listed.stdout, listed.stdout
     finally:
         assert server.stop() == 0
+
+
+def test_remove_unregisters_and_print_is_the_dry_run(project: Path) -> None:
+    assert init(project, "--yes").returncode == 0
+    shown = init(project, "--remove", "--print")
+    assert shown.returncode == 0
+    assert "Would run:" in shown.stdout
+    assert "mcp remove agentation -s local" in shown.stdout
+    assert claude(project, "mcp", "get", "agentation").returncode == 0
+    removed = init(project, "--remove", "--yes")
+    assert removed.returncode == 0, removed.stderr
+    assert "Removed agentation from Claude Code (local scope)." in removed.stdout
+    assert claude(project, "mcp", "get", "agentation").returncode != 0
+    again = init(project, "--remove", "--yes")
+    assert "agentation is not registered with Claude Code; nothing to remove." in again.stdout
