@@ -29,12 +29,7 @@ from .registration import server_command
 
 CLAUDE_TIMEOUT = 60.0
 START_TIMEOUT = 20.0
-NOTES = {
-    "Claude Code": "Claude Code asks to approve it on its next start in this project.",
-    "Codex": "Codex starts it with its next session.",
-    "Cursor": "Cursor lists it under Settings > MCP; enable it there if it is off.",
-    "VS Code": "VS Code shows it in the MCP servers view; start it there, or with the next chat.",
-}
+NOTES = {"Claude Code": "Claude Code asks to approve it on its next start in this project."}
 
 
 def parser() -> argparse.ArgumentParser:
@@ -198,7 +193,7 @@ def _with_file(target: ConfigFile, command: list[str] | None, args: argparse.Nam
         _say(f"Removed {NAME} from {target.path} ({target.client}).")
     else:
         _say(f"Wrote {NAME} into {target.path} for {target.client}: {shlex.join(command)}")
-        _say(NOTES[target.client])
+        _say(NOTES.get(target.client, f"{target.client} starts it the next time it loads its MCP servers."))
     return 0
 
 
