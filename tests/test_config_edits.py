@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import tomllib
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agentation_mcp.agent.progress import wait_bounds
-from agentation_mcp.cli import jsonc, toml_tables
+from agentation_mcp.cli import agent_configs, jsonc, toml_tables
 from agentation_mcp.cli.agent_configs import WATCH_LONGEST_CALL
 
 ENTRY: dict[str, Any] = {
@@ -64,11 +65,13 @@ scalars = st.one_of(
     st.integers(-(10**6), 10**6),
     st.text(max_size=8),
 )
-values = st.recursive(
-    scalars,
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
-    max_leaves=8,
-)
+
+
+def containers(inner: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    return st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3)
+
+
+values = st.recursive(scalars, containers, max_leaves=8)
 
 
 def render_jsonc(draw: st.DrawFn, layout: Layout, value: Any) -> str:
@@ -367,3 +370,13 @@ def test_strings_are_rendered_as_toml_reads_them() -> None:
 def test_the_longest_watch_call_is_what_the_watch_tool_allows() -> None:
     bounds = wait_bounds("agentation_watch_annotations", {"timeoutSeconds": 10**6, "batchWindowSeconds": 10**6})
     assert bounds == (300, WATCH_LONGEST_CALL)
+
+
+@pytest.mark.parametrize("client", ["codex", "vscode"])
+def test_a_file_with_windows_line_endings_keeps_them(client: str, tmp_path: Path) -> None:
+    config = agent_configs.config_file(client, None, tmp_path, tmp_path)
+    text = CODEX_FILE if client == "codex" else VSCODE_FILE
+    crlf = text.replace("\n", "\r\n")
+    edited = config.edit(crlf, ["/opt/app/bin/agentation-mcp", "server"])
+    assert edited.count("\r\n") == edited.count("\n") > crlf.count("\n")
+    assert config.edit(edited, None) == crlf

@@ -56,6 +56,11 @@ class ConfigFile:
 
     def edit(self, text: str, command: list[str] | None) -> str:
         """`text` with our entry set to run `command`, or removed when `command` is None."""
+        if "\r\n" in text and text.count("\r\n") == text.count("\n"):  # a Windows file stays one
+            return self._edit(text.replace("\r\n", "\n"), command).replace("\n", "\r\n")
+        return self._edit(text, command)
+
+    def _edit(self, text: str, command: list[str] | None) -> str:
         document = self._load(text)
         current = self.entry(text)
         expected = copy.deepcopy(document)
@@ -78,7 +83,7 @@ class ConfigFile:
 
     def _wanted(self, command: list[str], current: Any) -> dict[str, Any]:
         wanted: dict[str, Any] = {"command": command[0], "args": command[1:]}
-        if self.client == "VS Code":
+        if self.client in ("VS Code", "Claude Code"):  # they name the transport; Cursor needs only the command
             wanted = {"type": "stdio", **wanted}
         if self.format == "toml":
             old = current if isinstance(current, dict) else {}
