@@ -348,8 +348,21 @@ def test_toml_changes_only_our_keys_in_place_and_keeps_the_rest_of_our_table() -
     ],
 )
 def test_toml_forms_it_does_not_edit_are_refused(text: str) -> None:
-    with pytest.raises(toml_tables.TomlError):
+    with pytest.raises(toml_tables.TomlError, match=r"written in a form init does not edit|not a table|dotted keys"):
         toml_tables.set_keys(text, TABLE, CODEX)
+    if text.startswith("[mcp_servers.agentation]"):  # our own header: it can go whole
+        assert toml_tables.remove_table(text, TABLE) == ""
+    else:
+        with pytest.raises(toml_tables.TomlError, match="written in a form init does not edit"):
+            toml_tables.remove_table(text, TABLE)
+
+
+def test_toml_a_table_known_only_by_its_sub_table_gets_its_header_and_loses_both_on_remove() -> None:
+    text = '[mcp_servers.agentation.env]\nAGENTATION_ACCESS_KEY = "k"\n'
+    edited = toml_tables.set_keys(text, TABLE, CODEX)
+    assert edited.startswith(text)
+    assert tomllib.loads(edited)["mcp_servers"]["agentation"] == {**CODEX, "env": {"AGENTATION_ACCESS_KEY": "k"}}
+    assert toml_tables.remove_table(edited, TABLE) == ""
 
 
 def test_toml_errors_name_the_line_and_column() -> None:

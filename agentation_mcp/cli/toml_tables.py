@@ -60,9 +60,7 @@ def set_keys(text: str, table: tuple[str, ...], values: dict[str, TomlValue]) ->
         raise TomlError(f"{_dotted(table)} is not a table")
     statements = scan(text)
     header = _header(statements, table)
-    if header is None:
-        if current is not None:
-            raise TomlError(f"[{_dotted(table)}] is written in a form init does not edit (not as a [table] header)")
+    if header is None:  # appended; after its sub-tables' headers, if any, is fine too
         if not text.strip():
             text, separator = "", ""
         elif text.endswith("\n\n"):
@@ -70,8 +68,11 @@ def set_keys(text: str, table: tuple[str, ...], values: dict[str, TomlValue]) ->
         else:
             separator = "\n" if text.endswith("\n") else "\n\n"
         lines = "".join(f"{key} = {render(value)}\n" for key, value in values.items())
-        return f"{text}{separator}[{_dotted(table)}]\n{lines}"
-    assert current is not None
+        appended = f"{text}{separator}[{_dotted(table)}]\n{lines}"
+        if current is not None and not _defines(appended, table, {**current, **values}):
+            raise _unusual_form(table)
+        return appended
+    assert isinstance(current, dict)  # a [table] header defines one
     own = _own_statements(statements, header)
     edits: list[tuple[int, int, str]] = []
     insert_at = own[-1].end if own else header.end
@@ -100,9 +101,6 @@ def remove_table(text: str, table: tuple[str, ...]) -> str:
     if _lookup(document, table) is None:
         return text
     statements = scan(text)
-    header = _header(statements, table)
-    if header is None:
-        raise TomlError(f"[{_dotted(table)}] is written in a form init does not edit (not as a [table] header)")
     edits = []
     for statement in statements:
         if statement.header and statement.keys[: len(table)] == table:
@@ -114,6 +112,8 @@ def remove_table(text: str, table: tuple[str, ...]) -> str:
                 end = text.rfind("\n", 0, end) + 1
             edits.append((statement.start, end, ""))
     edited = _splice(text, edits)
+    if not _defines(edited, table, None):
+        raise _unusual_form(table)
     if edited.endswith("\n\n") and not text.endswith("\n\n"):
         edited = edited.rstrip("\n") + "\n"
     return edited if edited.strip() else ""
@@ -141,6 +141,18 @@ def _basic_string(value: str) -> str:
         else:
             out.append(char)
     return '"' + "".join(out) + '"'
+
+
+def _defines(text: str, table: tuple[str, ...], value: Any) -> bool:
+    """Whether `text` is TOML whose `table` is `value` (None: has no such table)."""
+    try:
+        return bool(_lookup(loads(text), table) == value)
+    except TomlError:
+        return False
+
+
+def _unusual_form(table: tuple[str, ...]) -> TomlError:
+    return TomlError(f"[{_dotted(table)}] is written in a form init does not edit (not under a [table] header)")
 
 
 def _lookup(document: dict[str, Any], table: tuple[str, ...]) -> Any:
