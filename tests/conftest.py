@@ -196,6 +196,19 @@ def claude_cli() -> Path:
     return claude
 
 
+def codex_cli() -> Path:
+    """The pinned Codex CLI that scripts/install-codex installs; skips (fails in CI) without it."""
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    folder = Path(os.environ.get("AGENTATION_CODEX_DIR") or cache / "agentation-mcp" / "codex")
+    codex = folder / "node_modules" / ".bin" / "codex"
+    if not codex.exists():
+        reason = f"the Codex CLI is not installed at {codex}: run scripts/install-codex"
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return codex
+
+
 def server_env(home: Path, **extra: str) -> dict[str, str]:
     env = {"HOME": str(home), "PYTHONUNBUFFERED": "1"}
     for key in ("PATH", "PYTHONPATH", "VIRTUAL_ENV", "LANG"):

@@ -189,3 +189,49 @@ def test_http_url_checks_that_servers_health_version_and_store_through_its_api(t
     assert code == 1
     assert by_name(report)["server"]["status"] == "✗"
     assert "cannot reach" in by_name(report)["server"]["detail"]
+
+
+def test_a_codex_tool_timeout_shorter_than_a_watch_call_is_a_warning_naming_the_file_and_the_fix(
+    setup: tuple[Path, Path],
+) -> None:
+    home, project = setup
+    config = home / ".codex" / "config.toml"
+    _, report = doctor(home, project, "--port", str(free_port()), with_claude=False)
+    assert by_name(report)["Codex"] == {
+        "name": "Codex",
+        "status": "✓",
+        "detail": f"agentation is not in {config}",
+        "fix": "",
+    }
+    config.parent.mkdir()
+    fix = "agentation-mcp init --client codex (sets tool_timeout_sec above 360)"
+    for setting, given in (
+        ("", "sets no tool_timeout_sec (Codex's default is 60 s)"),
+        ("tool_timeout_sec = 300\n", "sets tool_timeout_sec = 300"),
+    ):
+        config.write_text(
+            f'[mcp_servers.agentation]\ncommand = "{OURS}"\nargs = ["server"]\n{setting}', encoding="utf-8"
+        )
+        code, report = doctor(home, project, "--port", str(free_port()), with_claude=False)
+        assert code == 0  # a warning, not a failure
+        check = by_name(report)["Codex"]
+        assert check["status"] == "!"
+        assert check["detail"].startswith(f"{config} {given} for agentation: Codex would cut")
+        assert check["fix"] == fix
+    init = subprocess.run(
+        [sys.executable, "-m", "agentation_mcp", "init", "--client", "codex", "--yes"],
+        cwd=project,
+        env=server_env(home),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert init.returncode == 0, init.stderr
+    _, report = doctor(home, project, "--port", str(free_port()), with_claude=False)
+    assert by_name(report)["Codex"]["status"] == "✓"
+    assert by_name(report)["Codex"]["detail"] == f"{config}: tool_timeout_sec 420 s outlasts a watch call"
+    config.write_text("[mcp_servers.agentation\n", encoding="utf-8")
+    _, report = doctor(home, project, "--port", str(free_port()), with_claude=False)
+    assert by_name(report)["Codex"]["status"] == "!"
+    assert by_name(report)["Codex"]["detail"].startswith(f"{config}:1:24: Expected ']'")

@@ -63,6 +63,7 @@ def test_init_registers_the_absolute_command_and_claude_code_connects(project: P
     shown = claude(project, "mcp", "get", "agentation")
     assert f"Command: {OURS}" in shown.stdout
     assert "Args: server" in shown.stdout
+    assert "Status: ✔ Connected" in shown.stdout, shown.stdout + shown.stderr
 
     again = init(project, "--yes")
     assert again.returncode == 0
@@ -114,3 +115,18 @@ def test_claude_code_connects_to_the_streamable_http_endpoint(project: Path) -> 
         assert f"agentation: {server.url}/mcp (HTTP) - ✔ Connected" in listed.stdout, listed.stdout
     finally:
         assert server.stop() == 0
+
+
+def test_remove_unregisters_and_print_is_the_dry_run(project: Path) -> None:
+    assert init(project, "--yes").returncode == 0
+    shown = init(project, "--remove", "--print")
+    assert shown.returncode == 0
+    assert "Would run:" in shown.stdout
+    assert "mcp remove agentation -s local" in shown.stdout
+    assert claude(project, "mcp", "get", "agentation").returncode == 0
+    removed = init(project, "--remove", "--yes")
+    assert removed.returncode == 0, removed.stderr
+    assert "Removed agentation from Claude Code (local scope)." in removed.stdout
+    assert claude(project, "mcp", "get", "agentation").returncode != 0
+    again = init(project, "--remove", "--yes")
+    assert "agentation is not registered with Claude Code; nothing to remove." in again.stdout

@@ -39,3 +39,20 @@ def test_a_missing_node_is_skipped_outside_ci_and_fails_in_ci(tmp_path: Path) ->
     assert in_ci.returncode == 1
     assert "skipped" not in in_ci.stderr
     assert os.access(script, os.X_OK)
+
+
+@pytest.mark.parametrize(("script", "tests"), [("install-codex", "Codex"), ("install-claude-code", "Claude Code")])
+def test_the_agent_clis_without_node_are_skipped_outside_ci_and_fail_in_ci(
+    tmp_path: Path, script: str, tests: str
+) -> None:
+    env = _without_node(tmp_path)
+    path = str(ROOT / "scripts" / script)
+    outside = subprocess.run(["bash", path], env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert outside.returncode == 0, outside.stderr
+    assert f"skipped, so the {tests} tests will skip" in outside.stderr
+    in_ci = subprocess.run(
+        ["bash", path], env={**env, "CI": "true"}, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert in_ci.returncode == 1
+    assert "node and npm are needed" in in_ci.stderr
+    assert os.access(path, os.X_OK)

@@ -24,7 +24,7 @@ Usage: agentation-mcp <command> [options]      (agentation-mcp <command> --help 
 
 Server:
   server            Serve the MCP tools on stdio and the toolbar's HTTP API on port 4747
-  init              Register this installation with Claude Code, and check that it starts
+  init              Register this installation with an agent (--client claude|codex|cursor|vscode)
   doctor            Check the store, the port and the set-up, and say how to fix what is wrong
   status            Show the servers on the store, the agents and toolbar pages connected, the counts
                     [--json] [--http-url URL [--api-key KEY]]

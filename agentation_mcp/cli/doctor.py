@@ -76,7 +76,16 @@ def run_doctor(argv: Sequence[str]) -> int:
             ("sharing", lambda: _sharing(store_path)),
             ("presence", lambda: _presence(store_path, args.port)),
         ]
-    checks = _run_all([("environment", _environment), *where, ("Claude Code", _registration), ("toolbar", _toolbar)])
+    home = Path(os.environ.get("HOME") or Path.home())
+    checks = _run_all(
+        [
+            ("environment", _environment),
+            *where,
+            ("Claude Code", _registration),
+            ("Codex", lambda: _codex_timeout(home)),
+            ("toolbar", _toolbar),
+        ]
+    )
     if args.json:
         report = {"ok": all(c.status != FAIL for c in checks), "checks": [asdict(c) for c in checks]}
         sys.stdout.write(json.dumps(report, ensure_ascii=False, indent=2) + "\n")
@@ -393,6 +402,32 @@ def _presence(store_path: Path, port: int) -> list[Check]:
     from .presence_checks import presence_checks
 
     return presence_checks(store_path, port)
+
+
+def _codex_timeout(home: Path) -> list[Check]:
+    """Whether Codex, if it has our server, lets a watch call last as long as it may."""
+    from .agent_configs import WATCH_LONGEST_CALL, ConfigFileError, codex_config_path, config_file
+
+    config = config_file("codex", None, Path.cwd(), home)
+    fix = "agentation-mcp init --client codex"
+    try:
+        text = config.read()
+        entry = config.entry(text or "")
+    except ConfigFileError as exc:
+        return [Check("Codex", WARN, str(exc), f"fix the file, then run {fix}")]
+    if not isinstance(entry, dict):
+        return [Check("Codex", OK, f"agentation is not in {codex_config_path(home)}")]
+    timeout = entry.get("tool_timeout_sec")
+    if isinstance(timeout, int | float) and not isinstance(timeout, bool) and timeout > WATCH_LONGEST_CALL:
+        return [Check("Codex", OK, f"{config.path}: tool_timeout_sec {timeout:g} s outlasts a watch call")]
+    given = f"sets tool_timeout_sec = {timeout!r}"
+    if timeout is None:
+        given = "sets no tool_timeout_sec (Codex's default is 60 s)"
+    detail = (
+        f"{config.path} {given} for agentation: Codex would cut agentation_watch_annotations, "
+        f"which may last {WATCH_LONGEST_CALL} s"
+    )
+    return [Check("Codex", WARN, detail, f"{fix} (sets tool_timeout_sec above {WATCH_LONGEST_CALL})")]
 
 
 def _toolbar() -> list[Check]:

@@ -1,5 +1,6 @@
 """The wheel installed as users install command-line tools, `pipx install` and `uv tool install`, each into
-folders of its own; and `init` after such an install registers a command that runs from any shell."""
+folders of its own; and `init` after such an install registers a command that runs from any shell (for Claude Code
+and for Codex)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import os
 import shlex
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -80,3 +82,16 @@ def test_init_registers_a_command_that_runs_from_any_shell(installed: Path, tmp_
         check=False,
     )
     assert (done.returncode, done.stdout) == (0, f"agentation-mcp {wheel_version()}\n"), done.stderr
+
+
+def test_init_for_codex_writes_the_tools_own_command(installed: Path, tmp_path: Path) -> None:
+    home, project = tmp_path / "home", tmp_path / "project"
+    done = run([installed, "init", "--client", "codex", "--yes"], home, project)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Checked: it starts and answers initialize (agentation " in done.stdout
+    entry = tomllib.loads((home / ".codex" / "config.toml").read_text(encoding="utf-8"))["mcp_servers"]["agentation"]
+    program = Path(entry["command"])
+    assert program.is_absolute()
+    assert program.resolve() == installed.resolve()
+    assert entry["args"] == ["server"]
+    assert entry["tool_timeout_sec"] > 300 + 60  # outlasts the longest watch call
