@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from importlib import resources
 from pathlib import Path
 
 import httpx2
 import pytest
 
+from agentation_mcp.web import page
+
 from .conftest import ServerProcess
 
-STATIC = resources.files("agentation_mcp.web")
+STATIC = Path(page.__file__).parent
 POLICY = (
     "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; "
     "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"

@@ -12,7 +12,7 @@ of `'self'`), and it never turns stored text into markup.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from importlib import resources
+from pathlib import Path
 
 from .wire import Headers, Request
 
@@ -43,7 +43,7 @@ FILES = {
 
 
 def _read(name: str) -> bytes:
-    return (resources.files(__package__) / name).read_bytes()
+    return Path(__file__).with_name(name).read_bytes()
 
 
 class Page:
