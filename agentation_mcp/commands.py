@@ -248,4 +248,79 @@ class RequestAction:
         return cls(session_id=session_id, output=output)
 
 
-Command = CreateSession | CreateAnnotation | UpdateAnnotation | AddThreadMessage | DeleteAnnotation | RequestAction
+@dataclass(frozen=True, slots=True)
+class ProcessPresence:
+    """One server process as presence records it (see `store.presence`)."""
+
+    instance: str  # this run of the process: its pid and a random part, never reused
+    pid: int
+    host: str
+    version: str
+    started_at: str
+    owns_port: bool
+    port: int | None
+    detail: JsonObject  # the port owner's `/status` keys (mode, listeners, webhooks); {} for the others
+
+
+@dataclass(frozen=True, slots=True)
+class AgentPresence:
+    """One MCP connection: its client (from `initialize`), transport and what it does now."""
+
+    id: str
+    client_name: str | None
+    client_version: str | None
+    transport: str  # "stdio" or "http"
+    connected_at: str
+    last_call_at: str | None
+    watching: bool
+    watching_session_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class PagePresence:
+    """One toolbar page: its SSE stream, the session it follows and the page's URL."""
+
+    id: str
+    session_id: str | None
+    url: str | None
+    connected_at: str
+
+
+@dataclass(frozen=True, slots=True)
+class RefusedOrigin:
+    """A page origin the port owner's CORS rules refused: the last time, and how often since it started."""
+
+    origin: str
+    path: str
+    last_at: str
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class RecordPresence:
+    """Replace what this process recorded before with what it serves now (its heartbeat)."""
+
+    process: ProcessPresence
+    beat_at: float  # seconds since the epoch
+    agents: tuple[AgentPresence, ...] = ()
+    pages: tuple[PagePresence, ...] = ()
+    refused: tuple[RefusedOrigin, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class EndPresence:
+    """This process stops: its rows go (a page's last sighting and a refused origin stay)."""
+
+    instance: str
+
+
+Command = (
+    CreateSession
+    | CreateAnnotation
+    | UpdateAnnotation
+    | AddThreadMessage
+    | DeleteAnnotation
+    | RequestAction
+    | RecordPresence
+    | EndPresence
+)

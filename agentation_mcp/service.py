@@ -4,7 +4,7 @@
     └── store nursery: the writer (started once the schema is migrated)
         └── front-end nursery: MCP over stdio; the HTTP API, SSE and /mcp on
             the port (or waiting for it), with webhooks; the hub's
-            cross-process tail; the signal watcher
+            cross-process tail; the presence heartbeat; the signal watcher
 
 stdin EOF, SIGTERM or SIGINT cancel the front ends, which frees the port;
 the writer is then closed, commits what is queued, and the connections are
@@ -25,12 +25,14 @@ import trio
 
 from .agent.direct_calls import DirectCalls
 from .agent.features import Features
+from .agent.presence import StdioPresence, recorded
 from .agent.stdio import serve_stdio
 from .agent.tools import Handler, LocalBackend, RemoteBackend, mcp_server_for, tool_handlers
 from .config import Settings, display_url
 from .models import Event, to_json
 from .store import connection, reads, schema, transactions
 from .store.connection import StoreLocation
+from .store.heartbeat import Heartbeat
 from .store.hub import Hub
 from .store.reads import Reader
 from .store.writer import Writer, run_writer
@@ -86,7 +88,9 @@ def _load_http() -> tuple[ModuleType, ModuleType]:
     return web_app, agent_http
 
 
-async def _run_http(settings: Settings, writer: Writer, hub: Hub, reader: Reader, features: Features) -> None:
+async def _run_http(
+    settings: Settings, writer: Writer, hub: Hub, reader: Reader, features: Features, presence: Heartbeat, store: str
+) -> None:
     """Import the HTTP side on a worker thread, so stdio answers meanwhile, then serve it with `/mcp` mounted."""
     web_app, agent_http = await trio.to_thread.run_sync(_load_http)
     mcp_app, manager = agent_http.build_http_mcp(
@@ -96,9 +100,10 @@ async def _run_http(settings: Settings, writer: Writer, hub: Hub, reader: Reader
         idle_timeout=settings.mcp_idle_seconds,
         max_arguments=settings.max_body_bytes,
         features=features,
+        presence=presence,
     )
     async with manager.run():
-        await web_app.run_http(settings, writer, hub, reader, mcp_app)
+        await web_app.run_http(settings, writer, hub, reader, mcp_app, presence, store)
 
 
 def _raise_unusable(exc: Exception, location: StoreLocation) -> None:
@@ -185,8 +190,11 @@ async def serve(settings: Settings) -> bool:
                     backend = LocalBackend(writer, hub, reader)
                     features = Features(backend, with_channel=settings.channel)
                     await front.start(features.run, hub)
+                    presence = Heartbeat()
+                    await front.start(presence.run, writer)
+                    store = "memory" if location.path is None else str(location.path)
                     if not settings.mcp_only:
-                        front.start_soon(_run_http, settings, writer, hub, reader, features)
+                        front.start_soon(_run_http, settings, writer, hub, reader, features, presence, store)
                     if settings.http_only:
                         log.info("[HTTP] Serving HTTP only: stdin is not read; stop with Ctrl-C or SIGTERM")
                         gc.freeze()
@@ -198,7 +206,7 @@ async def serve(settings: Settings) -> bool:
                     # Everything built so far (modules, the SDK's models) lives as long as the process:
                     # keep it out of the collector's full passes, which otherwise show up as latency spikes.
                     gc.freeze()
-                    await _serve_tools(tool_handlers(backend), settings, features)
+                    await _serve_tools(tool_handlers(backend), settings, features, StdioPresence(presence))
                     stdin_closed = True
                     front.cancel_scope.cancel()
             finally:
@@ -212,11 +220,22 @@ async def serve(settings: Settings) -> bool:
     return stdin_closed
 
 
-async def _serve_tools(handlers: Mapping[str, Handler], settings: Settings, features: Features) -> None:
-    """The tools on stdio: quick calls answered directly, the rest (and every other feature) through the SDK."""
+async def _serve_tools(
+    handlers: Mapping[str, Handler], settings: Settings, features: Features, presence: StdioPresence | None = None
+) -> None:
+    """The tools on stdio: quick calls answered directly, the rest (and every other feature) through the SDK;
+    with `presence`, the client is recorded from its `initialize` until stdin closes."""
     limit = settings.max_body_bytes
+    if presence is not None:
+        handlers = recorded(handlers, presence.agent)
     server = mcp_server_for(handlers, max_arguments=limit, features=features)
-    await serve_stdio(server, DirectCalls(handlers, max_arguments=limit))
+    try:
+        await serve_stdio(
+            server, DirectCalls(handlers, max_arguments=limit), presence.initialized if presence is not None else None
+        )
+    finally:
+        if presence is not None:
+            presence.disconnected()
 
 
 def close_all(closers: list[Callable[[], object]]) -> None:

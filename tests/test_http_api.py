@@ -52,13 +52,14 @@ def test_health_and_status(api: httpx2.Client) -> None:
     assert head.status_code == 200
     assert head.content == b""
     status = api.get("/status").json()
-    assert status == {
+    assert {key: status[key] for key in list(status)[:5]} == {
         "mode": "local",
         "webhooksConfigured": False,
         "webhookCount": 0,
         "activeListeners": 0,
         "agentListeners": 0,
     }
+    assert status["counts"] == {"sessions": 0, "pending": 0, "acknowledged": 0, "resolved": 0, "dismissed": 0}
 
 
 def test_sessions(api: httpx2.Client) -> None:

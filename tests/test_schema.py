@@ -133,7 +133,7 @@ def test_the_index_migration_on_a_reference_written_store_keeps_every_row_unchan
     assert not READ_INDEXES & had
     conn = connection.open_write_connection(StoreLocation(path))
     schema.migrate(conn)
-    assert schema.schema_version(conn) == schema.SCHEMA_VERSION == 3
+    assert schema.schema_version(conn) == schema.SCHEMA_VERSION == 4
     indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_schema WHERE type = 'index'")}
     assert indexes >= READ_INDEXES
     assert {t: list(conn.execute(f"SELECT * FROM {t} ORDER BY rowid")) for t in tables} == before

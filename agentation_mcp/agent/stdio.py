@@ -80,9 +80,15 @@ class ClientLines:
     own write stream, so replies never interleave on stdout).
     """
 
-    def __init__(self, lines: AsyncIterable[str], direct: DirectCalls | None = None) -> None:
+    def __init__(
+        self,
+        lines: AsyncIterable[str],
+        direct: DirectCalls | None = None,
+        initialized: Callable[[object], None] | None = None,
+    ) -> None:
         self._lines = lines
         self._direct = direct
+        self._initialized = initialized  # told the params of each `initialize` request (presence)
         self._outbox: anyio.abc.ObjectSendStream[SessionMessage] | None = None
         self._ready = trio.Event()
         self.refused = 0
@@ -100,6 +106,8 @@ class ClientLines:
                 continue
             message = _plain_message(line)
             if message is not None:
+                if self._initialized is not None and message.get("method") == "initialize":
+                    self._initialized(message.get("params"))
                 if self._direct is None or not self._direct.take(message):
                     yield line
                 continue
@@ -234,7 +242,9 @@ def _stdin_lines() -> AsyncIterable[str]:
     return _FdLines(0) if _pollable(0) else _ThreadLines(0)
 
 
-async def serve_stdio(server: Server[Any], direct: DirectCalls | None = None) -> None:
+async def serve_stdio(
+    server: Server[Any], direct: DirectCalls | None = None, initialized: Callable[[object], None] | None = None
+) -> None:
     """Serve one MCP session on this process's stdin/stdout until stdin closes.
 
     With `direct`, quick tool calls skip the SDK's dispatch (only when stdout
@@ -250,7 +260,7 @@ async def serve_stdio(server: Server[Any], direct: DirectCalls | None = None) ->
         stdout = _FdWriter(wire, direct.saw_output if direct is not None else None)
     else:
         direct = None
-    lines = ClientLines(_stdin_lines(), direct)
+    lines = ClientLines(_stdin_lines(), direct, initialized)
     try:
         async with trio.open_nursery() as calls:
             if direct is not None and stdout is not None:

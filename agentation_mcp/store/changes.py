@@ -36,6 +36,7 @@ from ..models import (
     now_ms,
     to_json,
 )
+from . import presence
 from .reads import Reader, get_annotation, one, session_annotations, session_exists
 
 Applied = tuple[Any, list[PendingEvent]]
@@ -56,6 +57,12 @@ def apply(conn: apsw.Connection, command: c.Command) -> Applied:
             return _delete_annotation(conn, command)
         case c.RequestAction():
             return _request_action(conn, command)
+        case c.RecordPresence():
+            presence.record(conn, command)
+            return None, []
+        case c.EndPresence():
+            presence.end(conn, command)
+            return None, []
         case _:
             raise TypeError(f"not a command: {command!r}")
 

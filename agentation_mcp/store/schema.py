@@ -152,7 +152,68 @@ def _index_reads(conn: apsw.Connection) -> None:
     )
 
 
-MIGRATIONS: tuple[Callable[[apsw.Connection], None], ...] = (_adopt_reference_schema, _index_pending, _index_reads)
+def _presence_tables(conn: apsw.Connection) -> None:
+    """Version 3 -> 4: presence, tables of our own beside the reference's (see `presence`).
+
+    Rows of a process live as long as its heartbeat (`beat_at`, seconds since
+    the epoch); a page's last sighting and a refused origin outlive it.
+    """
+    conn.execute(
+        """
+CREATE TABLE IF NOT EXISTS presence_processes (
+  instance TEXT PRIMARY KEY,
+  pid INTEGER NOT NULL,
+  host TEXT NOT NULL,
+  version TEXT NOT NULL,
+  started_at TEXT NOT NULL,
+  owns_port INTEGER NOT NULL DEFAULT 0,
+  port INTEGER,
+  detail TEXT,
+  beat_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS presence_agents (
+  id TEXT PRIMARY KEY,
+  instance TEXT NOT NULL,
+  client_name TEXT,
+  client_version TEXT,
+  transport TEXT NOT NULL,
+  connected_at TEXT NOT NULL,
+  last_call_at TEXT,
+  watching INTEGER NOT NULL DEFAULT 0,
+  watching_session_id TEXT
+);
+CREATE INDEX IF NOT EXISTS idx_presence_agents_instance ON presence_agents(instance);
+CREATE TABLE IF NOT EXISTS presence_pages (
+  id TEXT PRIMARY KEY,
+  instance TEXT NOT NULL,
+  session_id TEXT,
+  url TEXT,
+  connected_at TEXT NOT NULL,
+  last_seen_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS idx_presence_pages_instance ON presence_pages(instance);
+CREATE TABLE IF NOT EXISTS presence_pages_seen (
+  url TEXT PRIMARY KEY,
+  session_id TEXT,
+  last_seen_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS presence_refused_origins (
+  origin TEXT PRIMARY KEY,
+  instance TEXT NOT NULL,
+  path TEXT NOT NULL,
+  count INTEGER NOT NULL,
+  last_at TEXT NOT NULL
+);
+"""
+    )
+
+
+MIGRATIONS: tuple[Callable[[apsw.Connection], None], ...] = (
+    _adopt_reference_schema,
+    _index_pending,
+    _index_reads,
+    _presence_tables,
+)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

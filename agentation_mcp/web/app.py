@@ -10,6 +10,7 @@ from __future__ import annotations
 import httpx2
 
 from ..config import Settings
+from ..store.heartbeat import Heartbeat
 from ..store.hub import Hub
 from ..store.reads import Reader
 from ..store.writer import Writer
@@ -22,8 +23,17 @@ from .webhooks import Webhooks
 from .wire import HttpLimits
 
 
-async def run_http(settings: Settings, writer: Writer, hub: Hub, reader: Reader, mcp_app: AsgiApp) -> None:
-    """The toolbar's HTTP API, SSE and `mcp_app` at `/mcp` on one port (or waiting for it)."""
+async def run_http(
+    settings: Settings,
+    writer: Writer,
+    hub: Hub,
+    reader: Reader,
+    mcp_app: AsgiApp,
+    presence: Heartbeat | None = None,
+    store: str = "",
+) -> None:
+    """The toolbar's HTTP API, SSE and `mcp_app` at `/mcp` on one port (or waiting for it); `presence`
+    learns of its pages, refused origins and whether it owns the port."""
     policy = AccessPolicy(
         bind_host=settings.bind_host,
         any_origin=settings.cors_any,
@@ -41,9 +51,12 @@ async def run_http(settings: Settings, writer: Writer, hub: Hub, reader: Reader,
             mcp=Mount(mcp_app, json_rpc=True),
             webhook_count=len(webhooks.urls),
             fire_webhooks=webhooks.fire,
+            presence=presence,
+            store=store,
         )
         if settings.api_key is not None:
             options.cloud = Mount(CloudProxy(cloud_client, settings.cloud_url, settings.api_key))
         api = HttpApi(writer, hub, reader, options)
         limits = HttpLimits(max_body=settings.max_body_bytes)
-        await serve_http(api, settings.bind_host, settings.port, limits=limits, suffix=suffix)
+        owner = presence.set_owner if presence is not None else None
+        await serve_http(api, settings.bind_host, settings.port, limits=limits, suffix=suffix, owner=owner)

@@ -9,6 +9,8 @@ repeated requests reuse them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from ..models import json_bytes
 from .access import AccessPolicy
 from .wire import Headers, Request
@@ -18,8 +20,9 @@ _MAX_CACHED = 256
 
 
 class Gate:
-    def __init__(self, policy: AccessPolicy) -> None:
+    def __init__(self, policy: AccessPolicy, origin_refused: Callable[[str, str], None] | None = None) -> None:
         self.policy = policy
+        self.origin_refused = origin_refused  # told (origin, path) of each request refused for its Origin
         # Decisions by header value: a client sends the same Host and Origin every time.
         self._hosts: dict[str | None, bool] = {}
         self._cors: dict[str | None, Headers | None] = {}
@@ -59,6 +62,8 @@ class Gate:
         origin = headers.get("origin")
         cors = self.cors(origin)
         if cors is None or (origin is None and self._cross_site(request)):
+            if origin is not None and self.origin_refused is not None:
+                self.origin_refused(origin, request.path)
             await refuse(request, 403, "Origin not allowed", [(b"vary", b"Origin")])
             return None
         policy = self.policy

@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import logging
 import socket
+from collections.abc import Callable
 from functools import partial
 
 import trio
@@ -78,6 +79,7 @@ async def serve_http(
     max_connections: int = MAX_CONNECTIONS,
     retry_interval: float = 1.5,
     suffix: str = "",
+    owner: Callable[[bool, int | None], None] | None = None,
     task_status: trio.TaskStatus[int | None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve `handler` on host:port until cancelled, waiting for the port while another process has it.
@@ -85,7 +87,8 @@ async def serve_http(
     Reports the port it listens on (useful with port 0), or None when the
     first try failed: the port was taken, or the address cannot be bound
     (not on this machine, a name that does not resolve, a port the process
-    may not use). Either way it logs one line and keeps trying.
+    may not use). Either way it logs one line and keeps trying. `owner` is
+    told when this process starts listening (True and the port) and stops.
     """
     reported = False
     while True:
@@ -118,6 +121,8 @@ async def serve_http(
         async with trio.open_nursery() as nursery:
             await nursery.start(partial(trio.serve_listeners, connections, [listener]))
             log.info("[HTTP] Agentation server listening on %s%s", display_url(host, bound), suffix)
+            if owner is not None:
+                owner(True, bound)
             if not reported:
                 task_status.started(bound)
                 reported = True
