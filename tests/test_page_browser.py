@@ -106,6 +106,7 @@ def test_a_store_no_toolbar_ever_reached_shows_the_endpoint_line_with_the_real_p
             assert needed in checks, needed
         # The first toolbar session takes the empty state away, without a reload.
         with httpx2.Client(base_url=server.url, timeout=10) as http:
+            assert http.get("/status").json()["pages"] == []  # the live page is no toolbar
             assert http.post("/sessions", json={"url": "http://localhost:3000/"}).status_code == 201
         driver("wait-dom", selector="#empty[hidden]")
         driver("wait-dom", selector="#session-rows a", text="http://localhost:3000/")
@@ -169,9 +170,14 @@ def test_an_agent_shows_as_connected_then_watching_then_gone(live: LivePage) -> 
         assert "stdio" in item["text"]
 
         session_id = live.new_session("http://localhost:3000/watched")
-        watch = agent.start_call("agentation_watch_annotations", {"timeoutSeconds": 60, "batchWindowSeconds": 1})
+        # On a page of its own: pending annotations elsewhere would end the watch at once.
+        watch = agent.start_call(
+            "agentation_watch_annotations", {"sessionId": session_id, "timeoutSeconds": 60, "batchWindowSeconds": 1}
+        )
         live.wait(agent_item, attr="data-watching", value="true")
-        assert "watching now" in live.query(agent_item)[0]["text"]
+        [item] = live.query(agent_item)
+        assert "watching now" in item["text"]
+        assert "watching http://localhost:3000/watched" in item["text"]
 
         # What ends the wait: an annotation; the agent goes back to connected.
         annotation = live.new_annotation(session_id, "Watched and found")
@@ -182,6 +188,19 @@ def test_an_agent_shows_as_connected_then_watching_then_gone(live: LivePage) -> 
         agent.close_stdin()
         assert agent.wait_exit() == 0
     live.wait(agent_item, GONE_WITHIN_MS, gone=True)
+
+
+def test_a_page_with_the_toolbar_open_is_marked_until_it_closes(live: LivePage) -> None:
+    session_id = live.new_session("http://localhost:3000/toolbar-open")
+    row = f'#session-rows tr[data-session-id="{session_id}"]'
+    live.wait(row)
+    assert live.query(f"{row} .toolbar-badge") == []
+    # What the toolbar opens on its page: the session's event stream, from its own origin.
+    headers = {"origin": "http://localhost:3000", "referer": "http://localhost:3000/toolbar-open"}
+    with live.http.stream("GET", f"/sessions/{session_id}/events", headers=headers) as events:
+        assert events.status_code == 200
+        live.wait(f"{row} .toolbar-badge", text="toolbar open")
+    live.wait(f"{row} .toolbar-badge", gone=True)
 
 
 def test_the_page_reconnects_after_the_server_restarts(live: LivePage) -> None:

@@ -180,7 +180,8 @@ function renderAgents() {
   agentItems.begin();
   const items = agents.map((agent) => {
     const key = `${agent.transport}:${agent.pid}:${agent.connectedAt}:${agent.client && agent.client.name}`;
-    return agentItems.get(key, JSON.stringify(agent), () => agentItem(agent));
+    const watched = agent.watchingSessionId ? state.sessions.get(agent.watchingSessionId) : null;
+    return agentItems.get(key, JSON.stringify([agent, watched ? watched.url : null]), () => agentItem(agent));
   });
   agentItems.end();
   syncChildren($("agent-list"), items);
