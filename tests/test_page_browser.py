@@ -203,6 +203,15 @@ def test_a_page_with_the_toolbar_open_is_marked_until_it_closes(live: LivePage) 
     live.wait(f"{row} .toolbar-badge", gone=True)
 
 
+def test_a_refused_page_origin_is_named_with_the_setting_to_change(live: LivePage) -> None:
+    origin = "http://192.168.1.7:3000"
+    refused = live.http.get("/sessions", headers={"origin": origin})
+    assert refused.status_code == 403
+    live.wait(f'#refused li[data-origin="{origin}"]', text=origin)
+    [panel] = live.query("#refused")
+    assert "AGENTATION_CORS_ORIGINS" in panel["text"]
+
+
 def test_the_page_reconnects_after_the_server_restarts(live: LivePage) -> None:
     port = live.server.port
     assert live.server.stop() == 0

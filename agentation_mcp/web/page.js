@@ -138,6 +138,7 @@ function render() {
   const focused = document.activeElement;
   const focusKey = focused && focused.dataset ? focused.dataset.focus : undefined;
   renderHeader();
+  renderRefused();
   renderAgents();
   renderSessions();
   renderAnnotations();
@@ -164,6 +165,22 @@ function renderHeader() {
 
   const pending = countBy((a) => a.status === "pending");
   document.title = pending ? `(${pending}) agentation` : "agentation";
+}
+
+function renderRefused() {
+  const refused = state.status && Array.isArray(state.status.refusedOrigins) ? state.status.refusedOrigins : [];
+  $("refused").hidden = refused.length === 0;
+  $("refused-list").replaceChildren(
+    ...refused.map((r) =>
+      h(
+        "li",
+        { "data-origin": r.origin },
+        h("code", {}, String(r.origin)),
+        ` on ${r.path}, ${r.count === 1 ? "once" : `${r.count} times`}, last `,
+        timeAgo(r.lastAt),
+      ),
+    ),
+  );
 }
 
 function countBy(test) {
