@@ -134,6 +134,18 @@ const cards = new Keyed();
 const sessionRows = new Keyed();
 const agentItems = new Keyed();
 
+let renderTimer = null;
+
+/** Render once for a burst of events (a batch of annotations, a status change beside them). */
+function scheduleRender() {
+  if (renderTimer === null) {
+    renderTimer = setTimeout(() => {
+      renderTimer = null;
+      render();
+    }, 16);
+  }
+}
+
 function render() {
   const focused = document.activeElement;
   const focusKey = focused && focused.dataset ? focused.dataset.focus : undefined;
@@ -447,7 +459,7 @@ function learnSession(id, url) {
     .then((session) => {
       const { annotations, ...rest } = session;
       state.sessions.set(id, rest);
-      render();
+      scheduleRender();
     })
     .catch(() => {});
 }
@@ -551,7 +563,7 @@ function stream(path, name, { onOpen, onEvent }) {
       source.close();
       const wasOpen = state.streams[name] === "open";
       state.streams[name] = "down";
-      if (wasOpen) render();
+      if (wasOpen) scheduleRender();
       setTimeout(connect, RETRY_MS[Math.min(attempt++, RETRY_MS.length - 1)]);
     };
   };
@@ -571,7 +583,7 @@ function onAnnotationEvent(type, e) {
     return;
   }
   applyEvent(event);
-  render();
+  scheduleRender();
 }
 onAnnotationEvent.types = ["session.created", "annotation.created", "annotation.updated", "annotation.deleted", "thread.message", "action.requested"];
 
@@ -582,7 +594,7 @@ function onStatusEvent(type, e) {
   } catch {
     return;
   }
-  render();
+  scheduleRender();
 }
 onStatusEvent.types = ["status"];
 
