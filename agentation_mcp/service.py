@@ -191,7 +191,7 @@ async def serve(settings: Settings) -> bool:
                     features = Features(backend, with_channel=settings.channel)
                     await front.start(features.run, hub)
                     presence = Heartbeat()
-                    await front.start(presence.run, writer)
+                    await front.start(presence.run, writer, reader)
                     store = "memory" if location.path is None else str(location.path)
                     if not settings.mcp_only:
                         front.start_soon(_run_http, settings, writer, hub, reader, features, presence, store)

@@ -26,6 +26,8 @@ Server:
   server            Serve the MCP tools on stdio and the toolbar's HTTP API on port 4747
   init              Register this installation with Claude Code, and check that it starts
   doctor            Check the store, the port and the set-up, and say how to fix what is wrong
+  status            Show the servers on the store, the agents and toolbar pages connected, the counts
+                    [--json] [--http-url URL [--api-key KEY]]
 
 Annotations (on the local store, or on a server with --http-url URL [--api-key KEY]):
   sessions          List the sessions (one per annotated page)
@@ -68,6 +70,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .doctor import run_doctor
 
         return run_doctor(args[1:])
+    if command == "status":
+        from .status import run_status
+
+        return run_status(args[1:])
     if command in ANNOTATION_COMMANDS:
         from .annotations import run_annotation_command
 

@@ -1,5 +1,7 @@
 """`agentation-mcp doctor`: one line per check (✓ / ✗ / !), each with its fix; exit 1 on any ✗.
 
+What presence tells (agents, toolbar pages, refused page origins) is in `presence_checks`.
+
 The checks run side by side, each with its own short timeout, so the whole
 report comes within about three seconds even when the port's owner hangs.
 """
@@ -61,6 +63,7 @@ def run_doctor(argv: Sequence[str]) -> int:
             ("sharing", lambda: _sharing(store_path)),
             ("Claude Code", _registration),
             ("toolbar", _toolbar),
+            ("presence", lambda: _presence(store_path, args.port)),
         ]
     )
     if args.json:
@@ -259,6 +262,12 @@ def _registration() -> list[Check]:
     ours = server_command()[0]
     note = "" if program == ours else f" (this installation is {ours})"
     return [Check("Claude Code", OK, f"registered: {command}{note}" + (f"; {status}" if status else ""))]
+
+
+def _presence(store_path: Path, port: int) -> list[Check]:
+    from .presence_checks import presence_checks
+
+    return presence_checks(store_path, port)
 
 
 def _toolbar() -> list[Check]:

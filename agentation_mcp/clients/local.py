@@ -9,13 +9,15 @@ through the cross-process tail, in sequence order with its own writes.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Protocol
 
+from .. import __version__
 from ..commands import Command
 from ..errors import AnnotationNotFound, SessionNotFound
 from ..models import JsonObject
-from ..store import connection, reads, schema, transactions
+from ..store import connection, presence, reads, schema, transactions
 from ..store.connection import StoreLocation
 from ..store.reads import Reader
 
@@ -93,6 +95,30 @@ class LocalClient:
             outcome.unwrap()
         finally:
             conn.close()
+
+    def status(self, now: float | None = None) -> JsonObject:
+        """The document `/status` answers, read from the store without a server: the npm keys and `startedAt`
+        are the port owner's as it last recorded them (none without a live owner)."""
+        now = time.time() if now is None else now
+        reader = self._read()
+        owner = presence.owner_detail(reader, now) if reader is not None else None
+        doc: JsonObject = {
+            "mode": "local",
+            "webhooksConfigured": False,
+            "webhookCount": 0,
+            "activeListeners": 0,
+            "agentListeners": 0,
+        }
+        doc.update({key: value for key, value in (owner or {}).items() if key in doc})
+        doc["version"] = __version__
+        doc["store"] = str(self.location.path)
+        doc["startedAt"] = owner.get("startedAt") if owner is not None else None
+        if reader is None:
+            empty = {"sessions": 0, **dict.fromkeys(presence.STATUSES, 0)}
+            doc.update(processes=[], agents=[], pages=[], counts=empty, lastPageSeenAt=None, refusedOrigins=[])
+        else:
+            doc.update(presence.status(reader, now))
+        return doc
 
     def close(self) -> None:
         if self._reader is not None:

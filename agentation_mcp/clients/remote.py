@@ -135,6 +135,10 @@ class RemoteClient(_Api):
             except _RemoteError as exc:
                 raise not_found_as(exc, AnnotationNotFound(getattr(command, "annotation_id", ""))) from None
 
+    def status(self) -> JsonObject:
+        """The server's `/status` document."""
+        return cast(JsonObject, self._call("GET", "/status"))
+
     def close(self) -> None:
         self._http.close()
 

@@ -29,9 +29,11 @@ import trio
 
 from .. import __version__
 from ..commands import AgentPresence, EndPresence, PagePresence, ProcessPresence, RecordPresence, RefusedOrigin
-from ..errors import AgentationError
+from ..errors import AgentationError, StoreFault
 from ..models import JsonObject, now_iso
+from . import presence
 from .presence import HOST
+from .reads import Reader
 from .writer import Writer
 
 log = logging.getLogger("agentation_mcp")
@@ -118,6 +120,7 @@ class Heartbeat:
         self._refused: dict[str, RefusedOrigin] = {}
         self._dirty = trio.Event()
         self._soon = False
+        self._others_seen: set[str] = set()
         self.beats = 0
 
     # What the front ends report.
@@ -202,8 +205,18 @@ class Heartbeat:
             refused=tuple(self._refused.values()),
         )
 
-    async def run(self, writer: Writer, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Write the snapshot every `BEAT` seconds and soon after each change, until cancelled; then delete it."""
+    async def run(
+        self,
+        writer: Writer,
+        reader: Reader | None = None,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Write the snapshot every `BEAT` seconds and soon after each change, until cancelled; then delete it.
+
+        With `reader`, while this process owns the port, each beat also logs
+        the agents that connected to other processes on the store since the
+        last: the port owner's terminal is the one a person watches.
+        """
         try:
             await self._beat(writer)
             task_status.started()
@@ -215,6 +228,8 @@ class Heartbeat:
                 self._dirty = trio.Event()
                 self._soon = False
                 await self._beat(writer)
+                if reader is not None and self.owns_port:
+                    self._log_others(reader)
         finally:
             with trio.CancelScope(shield=True) as scope:
                 scope.deadline = trio.current_time() + END_WITHIN
@@ -222,6 +237,19 @@ class Heartbeat:
                     await writer.submit(EndPresence(self.instance))
                 except AgentationError:
                     pass
+
+    def _log_others(self, reader: Reader) -> None:
+        try:
+            present = presence.agents_present(reader, self.wall())
+        except StoreFault:
+            return
+        others = {row["id"]: row for row in present if row["instance"] != self.instance}
+        for agent_id, row in others.items():
+            if agent_id not in self._others_seen:
+                version = f" {row['client_version']}" if row["client_version"] else ""
+                name = row["client_name"] or "an unnamed client"
+                log.info("[MCP] Agent connected: %s%s (%s, process %s)", name, version, row["transport"], row["pid"])
+        self._others_seen = set(others)
 
     async def _beat(self, writer: Writer) -> None:
         try:

@@ -145,6 +145,31 @@ def has_tables(src: Reader) -> bool:
     return src.conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'presence_processes'").get is not None
 
 
+def _live(conn: apsw.Connection, now: float, gone: Callable[[int, str], bool]) -> dict[str, JsonObject]:
+    """The rows of the processes present now, by instance."""
+    live: dict[str, JsonObject] = {}
+    for row in rows(conn, "SELECT * FROM presence_processes WHERE beat_at >= ? ORDER BY started_at", (now - EXPIRY,)):
+        if not gone(row["pid"], row["host"]):
+            live[row["instance"]] = row
+    return live
+
+
+def _agents(conn: apsw.Connection, live: dict[str, JsonObject]) -> list[JsonObject]:
+    return [
+        {**row, "pid": live[row["instance"]]["pid"]}
+        for row in rows(conn, "SELECT * FROM presence_agents ORDER BY connected_at, id")
+        if row["instance"] in live
+    ]
+
+
+@mapped
+def agents_present(src: Reader, now: float, *, gone: Callable[[int, str], bool] = pid_gone) -> list[JsonObject]:
+    """The stored rows of the agents present now (with their process's `pid`), for the port owner's log."""
+    if not has_tables(src):
+        return []
+    return _agents(src.conn, _live(src.conn, now, gone))
+
+
 @mapped
 def status(src: Reader, now: float, *, gone: Callable[[int, str], bool] = pid_gone) -> JsonObject:
     """The presence parts of the status document: `processes`, `agents`, `pages`, `counts`, and besides them
@@ -155,28 +180,23 @@ def status(src: Reader, now: float, *, gone: Callable[[int, str], bool] = pid_go
     if not has_tables(src):
         return out
     conn = src.conn
-    live: dict[str, JsonObject] = {}
-    for row in rows(conn, "SELECT * FROM presence_processes WHERE beat_at >= ? ORDER BY started_at", (now - EXPIRY,)):
-        if not gone(row["pid"], row["host"]):
-            live[row["instance"]] = row
+    live = _live(conn, now, gone)
     ordered = sorted(live.values(), key=lambda r: (not r["owns_port"], r["started_at"]))
     out["processes"] = [{"pid": r["pid"], "ownsPort": bool(r["owns_port"]), "version": r["version"]} for r in ordered]
-    pid_of = {instance: row["pid"] for instance, row in live.items()}
-    for row in rows(conn, "SELECT * FROM presence_agents ORDER BY connected_at, id"):
-        if row["instance"] in pid_of:
-            out["agents"].append(
-                {
-                    "client": {"name": row["client_name"], "version": row["client_version"]},
-                    "transport": row["transport"],
-                    "pid": pid_of[row["instance"]],
-                    "connectedAt": row["connected_at"],
-                    "lastCallAt": row["last_call_at"],
-                    "watching": bool(row["watching"]),
-                    "watchingSessionId": row["watching_session_id"],
-                }
-            )
+    out["agents"] = [
+        {
+            "client": {"name": row["client_name"], "version": row["client_version"]},
+            "transport": row["transport"],
+            "pid": row["pid"],
+            "connectedAt": row["connected_at"],
+            "lastCallAt": row["last_call_at"],
+            "watching": bool(row["watching"]),
+            "watchingSessionId": row["watching_session_id"],
+        }
+        for row in _agents(conn, live)
+    ]
     for row in rows(conn, "SELECT * FROM presence_pages ORDER BY connected_at, id"):
-        if row["instance"] in pid_of:
+        if row["instance"] in live:
             out["pages"].append(
                 {
                     "sessionId": row["session_id"],
