@@ -100,11 +100,13 @@ def test_only_the_page_paths_are_added_and_other_methods_stay_refused(http: http
         ("POST", "/"),
         ("DELETE", "/"),
         ("GET", "/index.html"),
+        ("GET", "//"),
+        ("GET", "//page.js"),
         ("GET", "/page.js/"),
         ("GET", "/static/page.js"),
         ("POST", "/page.js"),
     ]:
-        response = http.request(method, path)
+        response = http.request(method, http.base_url.copy_with(raw_path=path.encode()))
         assert (response.status_code, response.json()) == (404, {"error": "Not found"}), (method, path)
     assert http.get("/sessions").json() == []
     assert http.get("/health").json() == {"status": "ok", "mode": "local"}
