@@ -213,11 +213,27 @@ def test_a_refused_page_origin_is_named_with_the_setting_to_change(live: LivePag
 
 
 def test_the_page_reconnects_after_the_server_restarts(live: LivePage) -> None:
+    waiting = live.new_annotation(
+        live.new_session("http://localhost:3000/before-restart"), "Resolved while it was down"
+    )
+    live.wait(live.card(waiting["id"]), attr="data-status", value="pending")
     port = live.server.port
     assert live.server.stop() == 0
     live.wait("#connection", RECONNECT_WITHIN_MS, attr="data-state", value="reconnecting")
+    # Meanwhile the command line resolves it in the store, with no server running.
+    done = subprocess.run(
+        [sys.executable, "-m", "agentation_mcp", "resolve", waiting["id"], "--summary", "Fixed offline"],
+        env=server_env(live.home),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
     live.server = ServerProcess(live.home, port=port).wait_listening()
     live.wait("#connection", RECONNECT_WITHIN_MS, attr="data-state", value="live")
+    live.wait(f"#list-resolved {live.card(waiting['id'])}", attr="data-status", value="resolved")
+    live.wait("#activity-list li", text="“Resolved while it was down”: pending → resolved")
     session_id = live.new_session("http://localhost:3000/after-restart")
     annotation = live.new_annotation(session_id, "Seen after the restart")
     live.wait(live.card(annotation["id"]), CHANGE_WITHIN_MS, attr="data-status", value="pending")

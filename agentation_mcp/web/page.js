@@ -529,6 +529,7 @@ async function reload() {
     const full = await mapLimit(shown, 4, (s) => getJson(`/sessions/${encodeURIComponent(s.id)}`).catch(() => ({ ...s, annotations: [] })));
     if (buffer !== mine) return; // a newer reload took over
     buffer = null;
+    const before = state.loaded ? state.annotations : null;
     state.sessions = new Map();
     state.annotations = new Map();
     for (const session of full) {
@@ -536,14 +537,29 @@ async function reload() {
       state.sessions.set(rest.id, rest);
       for (const a of annotations || []) state.annotations.set(a.id, a);
     }
+    // Back after a drop or a restart: what changed meanwhile is told as if it had just happened.
+    if (before !== null) {
+      for (const a of [...state.annotations.values()]) {
+        const old = before.get(a.id);
+        if (old === undefined || old.status !== a.status || changedAt(old) !== changedAt(a)) {
+          state.annotations.delete(a.id);
+          if (old !== undefined) state.annotations.set(a.id, old);
+          upsertAnnotation(a);
+        }
+      }
+    }
     state.moreSessions = sessions.length - shown.length;
     if (state.streams.status !== "open" || state.status === null) state.status = status;
     for (const event of mine) applyEvent(event, true);
     state.loaded = true;
     render();
   } catch {
-    if (buffer === mine) buffer = null;
-    // The stream's own reconnection brings the next attempt.
+    if (buffer !== mine) return;
+    buffer = null;
+    // A stream that broke reconnects and reloads by itself; one that stays open needs another try.
+    setTimeout(() => {
+      if (buffer === null && state.streams.events === "open") reload();
+    }, RETRY_MS[RETRY_MS.length - 1]);
   }
 }
 
