@@ -261,14 +261,7 @@ def test_the_page_is_usable_from_the_keyboard(live: LivePage) -> None:
     annotation = live.new_annotation(session_id, "Reachable by keyboard")
     live.wait(live.card(annotation["id"]))
     live.wait(live.card(elsewhere["id"]))
-    target = f"show:{session_id}"
-    for _ in range(200):
-        live.driver("press", key="Tab")
-        focused = live.driver("focused")["focused"]
-        if focused is not None and focused["focus"] == target:
-            break
-    else:
-        pytest.fail(f"Tab never reached the Show button of session {session_id}")
+    focused = tab_to(live, f"show:{session_id}")
     assert focused["outlineWidth"] >= 2, focused
     assert focused["outlineStyle"] != "none", focused
     # Enter shows that page's annotations alone and moves to them.
@@ -282,6 +275,31 @@ def test_the_page_is_usable_from_the_keyboard(live: LivePage) -> None:
     assert live.driver("focused")["focused"]["tag"] == "select"
     live.driver("press", key="Home")
     live.wait(live.card(elsewhere["id"]))
+
+
+def test_an_update_keeps_open_details_open_and_the_focus_where_it_was(live: LivePage) -> None:
+    annotation = live.new_annotation(live.new_session("http://localhost:3000/details"), "Open my details")
+    card = live.card(annotation["id"])
+    live.wait(card)
+    tab_to(live, f"more:{annotation['id']}")
+    live.driver("press", key="Enter")
+    live.wait(f"{card} details.more[open]")
+    # The agent replies: the card is built again, with its details still open and still focused.
+    reply = live.http.post(f"/annotations/{annotation['id']}/thread", json={"role": "agent", "content": "On it"})
+    assert reply.status_code == 201
+    live.wait(f"{card} .thread .content", text="On it")
+    assert live.query(f"{card} details.more[open]") != []
+    assert live.driver("focused")["focused"]["focus"] == f"more:{annotation['id']}"
+
+
+def tab_to(live: LivePage, focus: str) -> dict[str, Any]:
+    """Press Tab until the control whose `data-focus` is `focus` has the focus; its description."""
+    for _ in range(300):
+        live.driver("press", key="Tab")
+        focused: dict[str, Any] | None = live.driver("focused")["focused"]
+        if focused is not None and focused["focus"] == focus:
+            return focused
+    pytest.fail(f"Tab never reached {focus}")
 
 
 class RawAgent:

@@ -23,6 +23,7 @@ const state = {
   filter: "",
   activity: [], // [{at, text}], newest first
   flashes: new Map(), // annotation id -> until (ms)
+  openDetails: new Set(), // annotation ids whose details are open, kept when their card is rebuilt
   streams: { events: "connecting", status: "connecting" },
 };
 
@@ -395,7 +396,7 @@ function card(a, session, flash) {
       details.length
         ? h(
             "details",
-            { class: "more" },
+            { class: "more", "data-annotation": a.id, open: state.openDetails.has(a.id) },
             h("summary", { "data-focus": `more:${a.id}` }, "Details"),
             h("dl", {}, details.map(([name, value]) => [h("dt", {}, name), h("dd", {}, String(value))])),
           )
@@ -619,6 +620,14 @@ function start() {
     state.filter = e.target.value;
     render();
   });
+  document.addEventListener(
+    "toggle",
+    (e) => {
+      const id = e.target.dataset && e.target.dataset.annotation;
+      if (id) e.target.open ? state.openDetails.add(id) : state.openDetails.delete(id);
+    },
+    true,
+  );
   $("session-rows").addEventListener("click", (e) => {
     const button = e.target.closest("button[data-session]");
     if (!button) return;
