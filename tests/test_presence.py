@@ -204,3 +204,16 @@ async def test_refused_origins_are_kept_with_their_count(opened: Store) -> None:
             "byLiveProcess": True,
         }
         nursery.cancel_scope.cancel()
+
+
+async def test_presence_alone_is_not_flushed_to_disk_but_an_annotation_change_is(opened: Store) -> None:
+    hub = opened.hub()
+    flushes: list[int] = []
+    async with running_writer(opened, hub, in_thread=True, durable=lambda: flushes.append(1)) as writer:
+        heartbeat = Heartbeat(wall=trio.current_time, pid=1001)
+        heartbeat.agent("stdio").connected({"name": "client", "version": "1"})
+        await writer.submit(heartbeat.snapshot())
+        assert flushes == []
+        assert len(present(opened)["agents"]) == 1
+        await writer.submit(CreateSession(url="http://localhost:3000/"))
+        assert flushes == [1]

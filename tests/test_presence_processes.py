@@ -267,3 +267,32 @@ def _closed_port() -> int:
     from .conftest import free_port
 
     return free_port()
+
+
+async def test_an_mcp_session_on_the_http_endpoint_is_an_agent_until_it_is_deleted(tmp_path: Path) -> None:
+    owner = ServerProcess(tmp_path / "home")
+    try:
+        await trio.to_thread.run_sync(owner.wait_listening)
+        headers = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+        async with httpx2.AsyncClient(base_url=owner.url, headers=headers) as http:
+            [initialize, initialized] = handshake("http-test", "7.0")
+            opened = await http.post("/mcp", json={"jsonrpc": "2.0", **initialize})
+            assert opened.status_code == 200, opened.text
+            session = {"Mcp-Session-Id": opened.headers["mcp-session-id"], "MCP-Protocol-Version": "2025-06-18"}
+            await http.post("/mcp", json={"jsonrpc": "2.0", **initialized}, headers=session)
+            with trio.fail_after(15):
+                doc = await wait_status(http, lambda d: agent_named(d, "http-test") is not None)
+            agent = agent_named(doc, "http-test")
+            assert agent is not None
+            assert (agent["client"], agent["transport"], agent["pid"]) == (
+                {"name": "http-test", "version": "7.0"},
+                "http",
+                owner.proc.pid,
+            )
+            with trio.fail_after(10):
+                await logged(owner, "[MCP] Agent connected: http-test 7.0 (http)\n")
+            assert (await http.delete("/mcp", headers=session)).status_code == 200
+            with trio.fail_after(15):
+                await wait_status(http, lambda d: agent_named(d, "http-test") is None)
+    finally:
+        owner.stop()

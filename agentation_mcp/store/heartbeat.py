@@ -10,9 +10,6 @@ writer (one `RecordPresence` command) every `BEAT` seconds, and soon after
 a change that someone looking would notice (a client connecting or leaving,
 a watch starting or ending, a page opening or closing), several changes
 in one write. When it stops, it deletes this process's rows.
-
-`changed` is set (and replaced) at each local change, for the `/status`
-stream to wake on.
 """
 
 from __future__ import annotations
@@ -57,7 +54,7 @@ class Agent:
     client_name: str | None = None
     client_version: str | None = None
     connected_at: str | None = None
-    last_call_at: str | None = None
+    last_call: float | None = None  # seconds since the epoch: cheaper to take than a formatted time
     watches: list[str | None] = field(default_factory=list)
 
     def connected(self, client_info: Mapping[str, Any] | None, transport: str | None = None) -> None:
@@ -74,17 +71,17 @@ class Agent:
 
     def called(self) -> None:
         """A tool call arrived: remembered, written with the next heartbeat."""
-        self.last_call_at = now_iso()
+        self.last_call = self.heartbeat.wall()
 
     def watching(self, session_id: str | None) -> None:
         """An `agentation_watch_annotations` call starts waiting (on one session, or on all)."""
         self.watches.append(session_id)
-        self.heartbeat._changed(soon=True)
+        self.heartbeat._changed()
 
     def stopped_watching(self) -> None:
         if self.watches:
             self.watches.pop(0)
-        self.heartbeat._changed(soon=True)
+        self.heartbeat._changed()
 
     def disconnected(self) -> None:
         self.heartbeat._leave(self)
@@ -96,7 +93,7 @@ class Agent:
             client_version=self.client_version,
             transport=self.transport,
             connected_at=self.connected_at or now_iso(),
-            last_call_at=self.last_call_at,
+            last_call_at=presence.iso(self.last_call) if self.last_call is not None else None,
             watching=bool(self.watches),
             watching_session_id=self.watches[-1] if self.watches else None,
         )
@@ -114,12 +111,10 @@ class Heartbeat:
         self.port: int | None = None
         self.detail: Callable[[], JsonObject] | None = None
         """What the port owner adds to its row: its `/status` keys (set by the HTTP side)."""
-        self.changed = trio.Event()
         self._agents: dict[str, Agent] = {}
         self._pages: dict[str, PagePresence] = {}
         self._refused: dict[str, RefusedOrigin] = {}
         self._dirty = trio.Event()
-        self._soon = False
         self._others_seen: set[str] = set()
         self.beats = 0
 
@@ -137,12 +132,12 @@ class Heartbeat:
         if first:
             where = f" (session {session_id})" if session_id else ""
             log.info("[HTTP] Toolbar page connected: %s%s", url or "a page", where)
-        self._changed(soon=True)
+        self._changed()
         return page.id
 
     def page_closed(self, page_id: str) -> None:
         if self._pages.pop(page_id, None) is not None:
-            self._changed(soon=True)
+            self._changed()
 
     def origin_refused(self, origin: str, path: str) -> None:
         """A request from a page at `origin` was refused by the CORS rules: kept for `doctor`, written with the
@@ -152,14 +147,12 @@ class Heartbeat:
             return
         count = known.count + 1 if known is not None else 1
         self._refused[origin] = RefusedOrigin(origin, path, now_iso(), count)
-        if known is None:
-            self._changed(soon=False)
 
     def set_owner(self, owns: bool, port: int | None = None) -> None:
         """This process now listens on the HTTP port (`port`), or no longer does."""
         self.owns_port = owns
         self.port = port if owns else None
-        self._changed(soon=True)
+        self._changed()
 
     @property
     def agents(self) -> list[Agent]:
@@ -173,18 +166,15 @@ class Heartbeat:
             version = f" {agent.client_version}" if agent.client_version else ""
             name = agent.client_name or "an unnamed client"
             log.info("[MCP] Agent connected: %s%s (%s)", name, version, agent.transport)
-        self._changed(soon=True)
+        self._changed()
 
     def _leave(self, agent: Agent) -> None:
         if self._agents.pop(agent.id, None) is not None:
-            self._changed(soon=True)
+            self._changed()
 
-    def _changed(self, *, soon: bool) -> None:
-        self.changed.set()
-        self.changed = trio.Event()
-        if soon:
-            self._soon = True
-            self._dirty.set()
+    def _changed(self) -> None:
+        """Write soon: someone looking would notice."""
+        self._dirty.set()
 
     def snapshot(self) -> RecordPresence:
         process = ProcessPresence(
@@ -223,10 +213,8 @@ class Heartbeat:
             while True:
                 with trio.move_on_after(BEAT):
                     await self._dirty.wait()
-                    if self._soon:
-                        await trio.sleep(SOON)
+                    await trio.sleep(SOON)
                 self._dirty = trio.Event()
-                self._soon = False
                 await self._beat(writer)
                 if reader is not None and self.owns_port:
                     self._log_others(reader)

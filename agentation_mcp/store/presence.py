@@ -13,13 +13,16 @@ told, and within `EXPIRY` seconds everywhere). Its agents and pages are
 present while it is. Each heartbeat also deletes what long-dead processes
 left behind.
 
-Presence rows go through the writer like every other change, so there is one
-writer per process and never a second connection competing for the write
-lock; they ride in the same batches and the same WAL flush as annotation
-writes. They need no durability of their own (the next heartbeat rewrites
-them), but a separate unflushed path would have meant a second write
-connection per process, and the flush is shared anyway: a heartbeat every
-few seconds adds at most one small transaction per beat.
+Presence rows go through the writer like every other change (`RecordPresence`
+and `EndPresence` commands), so each process keeps one write connection and
+one transaction at a time: presence never competes with annotation writes for
+the write lock inside a process, never splits or reorders their batches, and
+takes the same path through a busy or faulty store. What presence does not
+need is durability: the next heartbeat rewrites it, so the writer does not
+flush the WAL (fsync) for a batch that caused no event. A heartbeat every few
+seconds is then one small transaction without a disk flush, and the next
+annotation write's flush covers it. (A second, unflushed connection was the
+alternative; it would have competed with the writer for the lock.)
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -76,7 +80,7 @@ def record(conn: apsw.Connection, cmd: c.RecordPresence) -> None:
         )
     conn.execute("DELETE FROM presence_pages WHERE instance = ?", (p.instance,))
     if cmd.pages:
-        seen = _iso(cmd.beat_at)
+        seen = iso(cmd.beat_at)
         conn.executemany(
             "INSERT OR REPLACE INTO presence_pages (id, instance, session_id, url, connected_at, last_seen_at) "
             "VALUES (?, ?, ?, ?, ?, ?)",
@@ -106,18 +110,21 @@ def _forget_the_dead(conn: apsw.Connection, now: float) -> None:
     conn.execute("DELETE FROM presence_processes WHERE beat_at < ?", (dead,))
     for table in ("presence_agents", "presence_pages"):
         conn.execute(f"DELETE FROM {table} WHERE instance NOT IN (SELECT instance FROM presence_processes)")
-    conn.execute("DELETE FROM presence_pages_seen WHERE last_seen_at < ?", (_iso(now - PAGE_HISTORY_DAYS * 86400),))
-    conn.execute("DELETE FROM presence_refused_origins WHERE last_at < ?", (_iso(now - 86400),))
+    conn.execute("DELETE FROM presence_pages_seen WHERE last_seen_at < ?", (iso(now - PAGE_HISTORY_DAYS * 86400),))
+    conn.execute("DELETE FROM presence_refused_origins WHERE last_at < ?", (iso(now - 86400),))
 
 
-def _iso(seconds: float) -> str:
-    from datetime import UTC, datetime
-
+def iso(seconds: float) -> str:
+    """Seconds since the epoch as an ISO timestamp like `now_iso`'s."""
     return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def pid_gone(pid: int, host: str) -> bool:
-    """Whether process `pid` of `host` has certainly ended (exited, or a zombie); False when this host cannot tell."""
+    """Whether process `pid` of `host` has certainly ended (exited, or a zombie); False when this host cannot tell.
+
+    Only a process recorded under this host's name is looked up (a container sharing the store has a host
+    name, and pids, of its own); for the others the heartbeat alone decides.
+    """
     if host != HOST:
         return False
     try:

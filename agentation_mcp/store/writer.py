@@ -290,7 +290,9 @@ async def _answer(
                     ready.append(flushed.receive_nowait())
                 except (trio.WouldBlock, trio.EndOfChannel):
                     break
-            committed = any(isinstance(r, outcome.Value) for _, results in ready for r in results)
+            # Only changes that caused events need the flush; presence rows (no events) need no durability,
+            # and the next flush covers them anyway.
+            committed = any(isinstance(r, outcome.Value) and r.value[1] for _, results in ready for r in results)
             if durable is not None and database is not None and committed:
                 try:
                     await database.run(durable)

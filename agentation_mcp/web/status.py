@@ -8,17 +8,19 @@ store are there), plus `lastPageSeenAt` and `refusedOrigins`.
 
 `/status/events` is an SSE stream of that document: an `event: status`
 frame at once, then again each time it changes, and a `: ping` comment
-after `ping_interval` seconds without one. It wakes on a change in this process (an agent, a page), on a
-commit to the store by any process (`PRAGMA data_version`), and every
-second for presence that expires without a write. The document is built
-at most once per wake however many streams are open.
+after `ping_interval` seconds without one. The document is built again
+when a commit to the store by any process changed it (`PRAGMA
+data_version`, looked at every `POLL` seconds); every process's heartbeat is
+such a commit every few seconds, so presence that expires without a write
+shows too. The document is built once per change however many streams are
+open.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import trio
 
@@ -32,7 +34,6 @@ from . import sse
 from .wire import ClientGone, Headers, Request
 
 POLL = 0.25  # seconds between looks at the store's data_version while a stream is open
-REFRESH = 1.0  # seconds after which the document is built again anyway (presence expires without a write)
 
 
 @dataclass(slots=True)
@@ -44,15 +45,14 @@ class StatusSource:
     heartbeat: Heartbeat | None
     store: str
     wall: Callable[[], float] = time.time
-    started_at: str = field(default="")
 
-    def document(self) -> JsonObject:
+    def document(self, npm_keys: JsonObject | None = None) -> JsonObject:
         heartbeat = self.heartbeat
         doc: JsonObject = {
-            **self.npm_keys(),
+            **(self.npm_keys() if npm_keys is None else npm_keys),
             "version": __version__,
             "store": self.store,
-            "startedAt": heartbeat.started_at if heartbeat is not None else self.started_at,
+            "startedAt": heartbeat.started_at if heartbeat is not None else None,
         }
         doc.update(presence.status(self.reader, self.wall()))
         return doc
@@ -64,27 +64,20 @@ class StatusStreams:
     def __init__(self, source: StatusSource, ping_interval: float) -> None:
         self.source = source
         self.ping_interval = ping_interval
-        self._built: bytes | None = None
-        self._built_at = -1.0
-        self._version = -1
-        self._changed = trio.Event()  # set when a stream should build again
-        self._open = 0
+        self._built = b""
+        self._built_for: tuple[int, JsonObject] | None = None
 
     def current(self) -> bytes:
-        """The document as JSON, built again only when something may have changed since."""
-        now = trio.current_time()
+        """The document as JSON, built again only when the store or this process's listeners changed."""
         try:
             version = reads.data_version(self.source.reader)
         except StoreFault:
             version = -1
-        if self._built is None or version != self._version or now - self._built_at >= REFRESH:
-            self._built = json_bytes(self.source.document())
-            self._built_at = now
-            self._version = version
+        npm_keys = self.source.npm_keys()
+        if self._built_for != (version, npm_keys):
+            self._built = json_bytes(self.source.document(npm_keys))
+            self._built_for = (version, npm_keys)
         return self._built
-
-    def _stale(self) -> None:
-        self._built = None
 
     async def serve(self, request: Request, cors: Headers) -> None:
         headers = [
@@ -93,7 +86,6 @@ class StatusStreams:
             (b"cache-control", b"no-cache"),
             (b"x-accel-buffering", b"no"),
         ]
-        self._open += 1
         try:
             await request.start_stream(200, headers)
             await request.send(sse.CONNECTED)
@@ -102,13 +94,10 @@ class StatusStreams:
                 await self._follow(request)
         except ClientGone:
             pass
-        finally:
-            self._open -= 1
 
     async def _follow(self, request: Request) -> None:
         """Send the document whenever it changed, and a ping after `ping_interval` seconds of silence."""
-        sent: bytes | None = None
-        heartbeat = self.source.heartbeat
+        sent = b""
         last_write = trio.current_time()
         while True:
             document = self.current()
@@ -119,10 +108,7 @@ class StatusStreams:
             elif trio.current_time() - last_write >= self.ping_interval:
                 await request.send(sse.PING)
                 last_write = trio.current_time()
-            local = heartbeat.changed if heartbeat is not None else trio.Event()
-            with trio.move_on_after(POLL):
-                await local.wait()
-                self._stale()
+            await trio.sleep(POLL)
 
 
 async def _cancel_on_disconnect(request: Request, scope: trio.CancelScope) -> None:
