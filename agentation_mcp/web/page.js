@@ -89,6 +89,13 @@ function refreshTimes() {
   }
 }
 
+/** Order of two ISO times (or any strings), as plain string order. */
+function compare(a, b) {
+  const x = String(a ?? "");
+  const y = String(b ?? "");
+  return x < y ? -1 : x > y ? 1 : 0;
+}
+
 function shorten(text, length = 80) {
   const flat = String(text ?? "").replace(/\s+/g, " ").trim();
   return flat.length > length ? `${flat.slice(0, length - 1)}…` : flat;
@@ -105,20 +112,17 @@ function syncChildren(list, items) {
   while (list.children.length > items.length) list.lastElementChild.remove();
 }
 
-/** Elements rebuilt only when what they show changed: key -> {signature, el}. */
+/** Elements rebuilt only when what they show changed: key -> {parts, el}, `parts` compared one by one. */
 class Keyed {
   constructor() {
     this.cache = new Map();
   }
-  get(key, signature, build) {
+  get(key, parts, build) {
     const hit = this.cache.get(key);
-    if (hit && hit.signature === signature) {
-      this.seen.add(key);
-      return hit.el;
-    }
-    const el = build();
-    this.cache.set(key, { signature, el });
     this.seen.add(key);
+    if (hit && hit.parts.length === parts.length && hit.parts.every((part, i) => part === parts[i])) return hit.el;
+    const el = build();
+    this.cache.set(key, { parts, el });
     return el;
   }
   begin() {
@@ -205,13 +209,13 @@ function countBy(test) {
 function renderAgents() {
   const status = state.status || {};
   const agents = Array.isArray(status.agents) ? status.agents.slice() : [];
-  agents.sort((a, b) => Number(Boolean(b.watching)) - Number(Boolean(a.watching)) || String(a.connectedAt).localeCompare(String(b.connectedAt)));
+  agents.sort((a, b) => Number(Boolean(b.watching)) - Number(Boolean(a.watching)) || compare(a.connectedAt, b.connectedAt));
   $("agents-empty").hidden = agents.length > 0;
   agentItems.begin();
   const items = agents.map((agent) => {
     const key = `${agent.transport}:${agent.pid}:${agent.connectedAt}:${agent.client && agent.client.name}`;
     const watched = agent.watchingSessionId ? state.sessions.get(agent.watchingSessionId) : null;
-    return agentItems.get(key, JSON.stringify([agent, watched ? watched.url : null]), () => agentItem(agent));
+    return agentItems.get(key, [JSON.stringify(agent), watched ? watched.url : null], () => agentItem(agent));
   });
   agentItems.end();
   syncChildren($("agent-list"), items);
@@ -274,7 +278,7 @@ function pagesBySession() {
 }
 
 function renderSessions() {
-  const sessions = [...state.sessions.values()].sort((a, b) => String(b.createdAt).localeCompare(String(a.createdAt)));
+  const sessions = [...state.sessions.values()].sort((a, b) => compare(b.createdAt, a.createdAt));
   const pages = pagesBySession();
   const empty = state.loaded && sessions.length === 0 && (pages === null || pages.size === 0);
   $("empty").hidden = !empty;
@@ -289,8 +293,8 @@ function renderSessions() {
   const rows = sessions.map((session) => {
     const counts = sessionCounts(session.id);
     const page = pages ? pages.get(session.id) : undefined;
-    const signature = JSON.stringify([session, counts, page || null]);
-    return sessionRows.get(session.id, signature, () => sessionRow(session, counts, page));
+    const parts = [session, ...STATUSES.map((s) => counts[s]), page ? JSON.stringify(page) : null];
+    return sessionRows.get(session.id, parts, () => sessionRow(session, counts, page));
   });
   sessionRows.end();
   syncChildren($("session-rows"), rows);
@@ -326,9 +330,9 @@ function sessionRow(session, counts, page) {
 
 function sortedFor(status) {
   const list = [...state.annotations.values()].filter((a) => a.status === status && (!state.filter || a.sessionId === state.filter));
-  if (status === "pending") return list.sort((a, b) => String(a.createdAt).localeCompare(String(b.createdAt)));
+  if (status === "pending") return list.sort((a, b) => compare(a.createdAt, b.createdAt));
   const changed = (a) => String(a.resolvedAt || a.updatedAt || a.createdAt);
-  return list.sort((a, b) => changed(b).localeCompare(changed(a)));
+  return list.sort((a, b) => compare(changed(b), changed(a)));
 }
 
 function renderAnnotations() {
@@ -341,8 +345,8 @@ function renderAnnotations() {
     const items = list.map((a) => {
       const session = state.sessions.get(a.sessionId);
       const flash = state.flashes.has(a.id);
-      const signature = JSON.stringify([a, session ? session.url : null, flash]);
-      return cards.get(a.id, signature, () => card(a, session, flash));
+      // An annotation is a new object whenever it changed (each event brings its own).
+      return cards.get(a.id, [a, session ? session.url : null, flash], () => card(a, session, flash));
     });
     syncChildren($(`list-${status}`), items);
   }
