@@ -263,10 +263,18 @@ function agentItem(agent) {
   );
 }
 
-function sessionCounts(sessionId) {
-  const counts = { pending: 0, acknowledged: 0, resolved: 0, dismissed: 0 };
-  for (const a of state.annotations.values()) if (a.sessionId === sessionId && a.status in counts) counts[a.status]++;
-  return counts;
+/** Session id -> {pending, acknowledged, resolved, dismissed}, in one pass over the annotations. */
+function countsBySession() {
+  const bySession = new Map();
+  for (const a of state.annotations.values()) {
+    let counts = bySession.get(a.sessionId);
+    if (counts === undefined) {
+      counts = { pending: 0, acknowledged: 0, resolved: 0, dismissed: 0 };
+      bySession.set(a.sessionId, counts);
+    }
+    if (STATUSES.includes(a.status)) counts[a.status]++;
+  }
+  return bySession;
 }
 
 function pagesBySession() {
@@ -290,8 +298,10 @@ function renderSessions() {
   hint.textContent = "No toolbar is connected right now.";
 
   sessionRows.begin();
+  const allCounts = countsBySession();
+  const none = { pending: 0, acknowledged: 0, resolved: 0, dismissed: 0 };
   const rows = sessions.map((session) => {
-    const counts = sessionCounts(session.id);
+    const counts = allCounts.get(session.id) || none;
     const page = pages ? pages.get(session.id) : undefined;
     const parts = [session, ...STATUSES.map((s) => counts[s]), page ? JSON.stringify(page) : null];
     return sessionRows.get(session.id, parts, () => sessionRow(session, counts, page));
