@@ -5,6 +5,7 @@
     ├── /status, /status/events                the status document (`status`)
     ├── /mcp                                   the MCP SDK's Streamable HTTP app (a mount)
     ├── everything else, in cloud mode         the cloud proxy (a mount)
+    ├── /, /page.js, /page.css                 the live page (web/page.py)
     ├── /events, /sessions/:id/events          SSE streams
     └── the toolbar's JSON routes
 
@@ -34,6 +35,7 @@ from . import sse
 from .access import AccessPolicy
 from .asgi import Mount
 from .gate import Gate, refuse
+from .page import Page
 from .routes import NOT_FOUND, FireWebhooks, HttpError, JsonRoutes, domain_error
 from .status import StatusSource, StatusStreams
 from .streams import EventStreams, Listeners
@@ -71,6 +73,7 @@ class HttpApi:
         self.listeners = Listeners(reader)
         self.streams = EventStreams(hub, reader, self.listeners, options.ping_interval)
         self.routes = JsonRoutes(writer, reader, self.listeners, options.fire_webhooks)
+        self.page = Page()
         self._mode = "cloud" if options.cloud is not None else "local"
         self._health = json_bytes({"status": "ok", "mode": self._mode})
         self.status_source = StatusSource(reader, self.status, presence, options.store)
@@ -106,6 +109,9 @@ class HttpApi:
             return
         if self.options.cloud is not None:
             await self.options.cloud.serve(request, cors)
+            return
+        if self.page.serves(method, path):
+            await self.page.serve(request, cors)
             return
         parts = path.split("/")[1:]
         if "" in parts:

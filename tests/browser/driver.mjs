@@ -26,6 +26,17 @@
 //                                          [{method, url, body, status, response, finished, error?}]
 //   console     {}                         page console errors/warnings and page errors
 //   screenshot  {path}
+//   visit       {url}                      load any page (the server's own page at /), no toolbar expected
+//   wait-dom    {selector, text?, attr?, value?, gone?, timeoutMs}
+//                                          until an element matching `selector` (whose text contains
+//                                          `text`, whose attribute `attr` is `value`) is in the DOM, or
+//                                          with gone: until none is; answers {elapsedMs}
+//   query       {selector}                 [{text, data: {data-* attributes}, tag}] of the matches
+//   color-scheme {scheme}                  emulate prefers-color-scheme: "light" or "dark"
+//   contrast    {selector}                 [{text, ratio}]: each match's text color against the
+//                                          background it shows on (WCAG contrast ratio)
+//   press       {key}                      a key press on the page (Tab, Enter, ...)
+//   focused     {}                         the focused element: {tag, text, focus, outlineWidth}
 //   close       {}
 //
 // Markers are tied to server ids through React itself: each marker button's
@@ -371,6 +382,112 @@ const commands = {
   async screenshot(cmd) {
     await page.screenshot({ path: cmd.path, fullPage: true });
     return { path: cmd.path };
+  },
+
+  async visit(cmd) {
+    await page.goto("about:blank");
+    consoleLines.length = 0;
+    await page.goto(cmd.url, { waitUntil: "load", timeout: ACTION_TIMEOUT_MS * 2 });
+    return { url: page.url() };
+  },
+
+  async "wait-dom"(cmd) {
+    if (typeof cmd.selector !== "string") throw new Error("wait-dom needs selector");
+    const started = Date.now();
+    const timeout = cmd.timeoutMs ?? ACTION_TIMEOUT_MS;
+    await page
+      .waitForFunction(
+        ({ selector, text, attr, value, gone }) => {
+          const hit = [...document.querySelectorAll(selector)].some(
+            (el) => (text == null || el.textContent.includes(text)) && (attr == null || el.getAttribute(attr) === value),
+          );
+          return gone ? !hit : hit;
+        },
+        { selector: cmd.selector, text: cmd.text ?? null, attr: cmd.attr ?? null, value: cmd.value ?? null, gone: Boolean(cmd.gone) },
+        { timeout, polling: "raf" },
+      )
+      .catch(async (e) => {
+        const seen = await commands.query({ selector: cmd.selector });
+        throw new Error(`${cmd.gone ? "still there" : "not there"} after ${timeout} ms: ${cmd.selector} ${cmd.text ?? ""}; matches: ${JSON.stringify(seen.matches).slice(0, 600)} (${e.message.split("\n")[0]})`);
+      });
+    return { elapsedMs: Date.now() - started };
+  },
+
+  async query(cmd) {
+    const matches = await page.locator(cmd.selector).evaluateAll((els) =>
+      els.map((el) => ({ tag: el.tagName.toLowerCase(), text: el.textContent, data: { ...el.dataset } })),
+    );
+    return { matches };
+  },
+
+  async "color-scheme"(cmd) {
+    await page.emulateMedia({ colorScheme: cmd.scheme });
+    return {};
+  },
+
+  async contrast(cmd) {
+    const results = await page.locator(cmd.selector).evaluateAll((els) => {
+      const rgba = (value) => {
+        const m = /rgba?\(([^)]+)\)/.exec(value);
+        if (!m) return null;
+        const [r, g, b, a = 1] = m[1].split(/[ ,/]+/).filter(Boolean).map(Number);
+        return { r, g, b, a };
+      };
+      const over = (top, bottom) => ({
+        r: top.r * top.a + bottom.r * (1 - top.a),
+        g: top.g * top.a + bottom.g * (1 - top.a),
+        b: top.b * top.a + bottom.b * (1 - top.a),
+        a: 1,
+      });
+      const background = (el) => {
+        const layers = [];
+        for (let node = el; node && node.nodeType === 1; node = node.parentElement) {
+          const color = rgba(getComputedStyle(node).backgroundColor);
+          if (color && color.a > 0) layers.push(color);
+          if (color && color.a >= 1) break;
+        }
+        let result = { r: 255, g: 255, b: 255, a: 1 };
+        const last = layers[layers.length - 1];
+        if (last && last.a >= 1) result = last;
+        for (const layer of layers.slice(0, last && last.a >= 1 ? -1 : undefined).reverse()) result = over(layer, result);
+        return result;
+      };
+      const luminance = ({ r, g, b }) => {
+        const lin = (c) => {
+          const v = c / 255;
+          return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4;
+        };
+        return 0.2126 * lin(r) + 0.7152 * lin(g) + 0.0722 * lin(b);
+      };
+      return els.map((el) => {
+        const bg = background(el);
+        const fg = over(rgba(getComputedStyle(el).color), bg);
+        const [hi, lo] = [luminance(fg), luminance(bg)].sort((x, y) => y - x);
+        return { text: el.textContent.trim().slice(0, 60), ratio: (hi + 0.05) / (lo + 0.05) };
+      });
+    });
+    return { results };
+  },
+
+  async press(cmd) {
+    await page.keyboard.press(cmd.key);
+    return {};
+  },
+
+  async focused() {
+    const focused = await page.evaluate(() => {
+      const el = document.activeElement;
+      if (!el || el === document.body) return null;
+      const style = getComputedStyle(el);
+      return {
+        tag: el.tagName.toLowerCase(),
+        text: el.textContent.trim().slice(0, 80),
+        focus: el.dataset.focus ?? null,
+        outlineWidth: parseFloat(style.outlineWidth) || 0,
+        outlineStyle: style.outlineStyle,
+      };
+    });
+    return { focused };
   },
 };
 

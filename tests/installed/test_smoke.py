@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+import urllib.request
 from pathlib import Path
 
-from .processes import CHECKOUT, COMMAND, VENV, Server, free_port, get_json, run, wheel_version
+from .processes import CHECKOUT, COMMAND, VENV, WAIT, Server, free_port, get_json, run, wheel_version
 
 TOOLS = {
     "agentation_list_sessions",
@@ -53,6 +54,23 @@ def test_doctor_json_under_a_fresh_home(tmp_path: Path) -> None:
     assert checks["port"]["status"] == "✓"
     assert report["ok"] is True
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_the_live_page_is_served_from_the_installed_package(tmp_path: Path) -> None:
+    port = free_port()
+    server = Server(COMMAND, tmp_path / "home", tmp_path / "cwd", port)
+    try:
+        server.wait_for("[HTTP] Agentation server listening")
+        with urllib.request.urlopen(f"{server.url}/", timeout=WAIT) as response:
+            assert response.headers["content-type"] == "text/html; charset=utf-8"
+            html = response.read().decode("utf-8")
+        assert f'&lt;Agentation endpoint="http://localhost:{port}" /&gt;' in html
+        for path in ("/page.js", "/page.css"):
+            with urllib.request.urlopen(f"{server.url}{path}", timeout=WAIT) as response:
+                assert response.status == 200
+                assert len(response.read()) > 1000
+    finally:
+        server.stop()
 
 
 def test_a_stdio_session_beside_http(tmp_path: Path) -> None:
