@@ -33,7 +33,7 @@ from .presence import HOST
 from .reads import Reader
 from .writer import Writer
 
-log = logging.getLogger("agentation_mcp")
+log = logging.getLogger(__name__)
 
 BEAT = 2.0
 """Seconds between heartbeats (well inside `presence.EXPIRY`)."""
