@@ -19,6 +19,7 @@ from ..config import shared_store_path
 from ..errors import AgentationError, AnnotationNotFound
 from ..models import agent_view, session_summary
 from . import output
+from .options import add_server_options, refuse_bad_url
 
 DESCRIPTIONS = {
     "sessions": "List the sessions (one per annotated page), newest first.",
@@ -51,8 +52,7 @@ def parser(command: str) -> argparse.ArgumentParser:
             "--batch-window", type=float, default=10.0, help="seconds to collect after a first new one (default 10)"
         )
     p.add_argument("--json", action="store_true", help="machine-readable output (watch: one JSON object per line)")
-    p.add_argument("--http-url", metavar="URL", help="use the server at URL instead of the local store")
-    p.add_argument("--api-key", metavar="KEY", help="the access key for --http-url (sent as x-api-key)")
+    add_server_options(p, "use the server at URL instead of the local store")
     return p
 
 
@@ -66,8 +66,7 @@ def client_for(args: argparse.Namespace) -> AnnotationClient:
 
 def run_annotation_command(command: str, argv: Sequence[str]) -> int:
     args = parser(command).parse_args(argv)
-    if args.http_url and not args.http_url.startswith(("http://", "https://")):
-        sys.stderr.write(f"agentation-mcp {command}: --http-url must be an http:// or https:// URL.\n")
+    if refuse_bad_url(command, args):
         return 2
     if command == "watch":
         from .watching import run_watch

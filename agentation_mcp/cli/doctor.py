@@ -32,6 +32,7 @@ from typing import Any
 from .. import __version__
 from ..config import DEFAULT_PORT, parse_cors_origins, shared_store_path
 from ..errors import ConfigError, StoreUnusable
+from .options import add_server_options, refuse_bad_url
 from .registration import register_command, server_command
 
 OK, FAIL, WARN = "✓", "✗", "!"
@@ -54,8 +55,7 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"the HTTP port to check (default {DEFAULT_PORT})")
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.add_argument("--http-url", metavar="URL", help="check the server at URL through its HTTP API instead")
-    p.add_argument("--api-key", metavar="KEY", help="the access key for --http-url (sent as x-api-key)")
+    add_server_options(p, "check the server at URL through its HTTP API instead")
     return p
 
 
@@ -64,8 +64,7 @@ def run_doctor(argv: Sequence[str]) -> int:
     store_path = shared_store_path()
     where: list[tuple[str, Callable[[], list[Check]]]]
     if args.http_url:
-        if not args.http_url.startswith(("http://", "https://")):
-            sys.stderr.write("agentation-mcp doctor: --http-url must be an http:// or https:// URL.\n")
+        if refuse_bad_url("doctor", args):
             return 2
         api = _Api(args.http_url, args.api_key or os.environ.get("AGENTATION_ACCESS_KEY"))
         where = [("server", api.health), ("version", api.version), ("store", api.store)]

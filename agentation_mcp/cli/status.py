@@ -20,6 +20,7 @@ from ..clients.local import LocalClient
 from ..errors import AgentationError
 from ..models import JsonObject
 from . import output
+from .options import add_server_options, refuse_bad_url
 
 
 def parser() -> argparse.ArgumentParser:
@@ -28,15 +29,13 @@ def parser() -> argparse.ArgumentParser:
         description="Show the server processes on the store, the agents and toolbar pages connected, and the counts.",
     )
     p.add_argument("--json", action="store_true", help="print the /status document as JSON")
-    p.add_argument("--http-url", metavar="URL", help="ask the server at URL instead of reading the local store")
-    p.add_argument("--api-key", metavar="KEY", help="the access key for --http-url (sent as x-api-key)")
+    add_server_options(p, "ask the server at URL instead of reading the local store")
     return p
 
 
 def run_status(argv: Sequence[str]) -> int:
     args = parser().parse_args(argv)
-    if args.http_url and not args.http_url.startswith(("http://", "https://")):
-        sys.stderr.write("agentation-mcp status: --http-url must be an http:// or https:// URL.\n")
+    if refuse_bad_url("status", args):
         return 2
     try:
         document = _document(args)

@@ -629,7 +629,28 @@ function onStatusEvent(type, e) {
 }
 onStatusEvent.types = ["status"];
 
+/** A collapsible group per status, each with its count and its list of cards. */
+function buildGroups() {
+  $("groups").replaceWith(
+    ...STATUSES.map((status) =>
+      h(
+        "details",
+        { class: "group", "data-status": status, open: true },
+        h(
+          "summary",
+          {},
+          h("span", { class: `badge status-${status}` }, status[0].toUpperCase() + status.slice(1)),
+          " ",
+          h("span", { class: "count", id: `count-${status}` }, "0"),
+        ),
+        h("ol", { class: "cards", id: `list-${status}` }),
+      ),
+    ),
+  );
+}
+
 function start() {
+  buildGroups();
   $("session-filter").addEventListener("change", (e) => {
     state.filter = e.target.value;
     render();
