@@ -307,24 +307,16 @@ def parse_server_args(argv: Sequence[str], env: Mapping[str, str] | None = None)
     cloud_url = cloud_base_url(env)
     webhooks, webhook_warnings = webhook_settings_from_env(env)
     warnings += webhook_warnings
+    # One line per concern: the port, the modes, the remote server, the store, the access rules, the rest.
+    # fmt: off
     return Settings(
-        port=port,
-        host=host,
-        mcp_only=mcp_only,
-        http_only=http_only,
-        channel=channel,
-        http_url=http_url,
-        api_key=api_key,
-        store_in_memory=env.get("AGENTATION_STORE") == "memory",
-        store_path=shared_store_path(env),
+        port=port, host=host,
+        mcp_only=mcp_only, http_only=http_only, channel=channel,
+        http_url=http_url, api_key=api_key, cloud_url=cloud_url,
+        store_in_memory=env.get("AGENTATION_STORE") == "memory", store_path=shared_store_path(env),
         event_retention_days=retention,
         event_log=Path(env["AGENTATION_EVENT_LOG"]) if env.get("AGENTATION_EVENT_LOG") else None,
-        cors_any=cors_any,
-        cors_origins=cors_origins,
-        access_key=access_key,
-        max_body_bytes=max_body,
-        cloud_url=cloud_url,
-        mcp_idle_seconds=mcp_idle,
-        webhooks=webhooks,
-        warnings=tuple(warnings),
+        cors_any=cors_any, cors_origins=cors_origins, access_key=access_key, max_body_bytes=max_body,
+        mcp_idle_seconds=mcp_idle, webhooks=webhooks, warnings=tuple(warnings),
     )
+    # fmt: on

@@ -59,6 +59,21 @@ _LIMIT = (
 )
 _AFTER = "Optional: the `after` value of the previous page, to get the annotations that follow it"
 
+
+def _on_annotation(
+    name: str,
+    description: str,
+    verb: str,
+    more: dict[str, tuple[str, str]] | None = None,
+    *,
+    required: tuple[str, ...] = (),
+    hints: JsonObject = _ADD,
+) -> ToolSpec:
+    """A tool that acts on one annotation: `annotationId` ("Id of the annotation to <verb>") comes first."""
+    properties = {"annotationId": ("string", f"Id of the annotation to {verb}"), **(more or {})}
+    return ToolSpec(name, description, properties, ("annotationId", *required), hints)
+
+
 SPECS: tuple[ToolSpec, ...] = (
     ToolSpec("agentation_list_sessions", "List every annotation session (one per annotated page).", {}, (), _READ),
     ToolSpec(
@@ -88,43 +103,32 @@ SPECS: tuple[ToolSpec, ...] = (
         (),
         _READ,
     ),
-    ToolSpec(
+    _on_annotation(
         "agentation_acknowledge",
         "Mark an annotation as acknowledged, telling the person you have seen it and are working on it.",
-        {"annotationId": ("string", "Id of the annotation to acknowledge")},
-        ("annotationId",),
-        _MARK,
+        "acknowledge",
+        hints=_MARK,
     ),
-    ToolSpec(
+    _on_annotation(
         "agentation_resolve",
         "Mark an annotation as resolved once you have made the change it asks for; its marker then leaves "
         "the person's page. Add a short summary of what you changed. Resolve only what the person accepted.",
-        {
-            "annotationId": ("string", "Id of the annotation to resolve"),
-            "summary": ("string", "Optional: what you changed, added to the annotation's thread"),
-        },
-        ("annotationId",),
-        _ADD,
+        "resolve",
+        {"summary": ("string", "Optional: what you changed, added to the annotation's thread")},
     ),
-    ToolSpec(
+    _on_annotation(
         "agentation_dismiss",
         "Dismiss an annotation you have decided not to act on, and say why; its marker then leaves the person's page.",
-        {
-            "annotationId": ("string", "Id of the annotation to dismiss"),
-            "reason": ("string", "Why it is not being addressed, added to the annotation's thread"),
-        },
-        ("annotationId", "reason"),
-        _ADD,
+        "dismiss",
+        {"reason": ("string", "Why it is not being addressed, added to the annotation's thread")},
+        required=("reason",),
     ),
-    ToolSpec(
+    _on_annotation(
         "agentation_reply",
         "Add a message to an annotation's thread: ask the person a question or tell them how it is going.",
-        {
-            "annotationId": ("string", "Id of the annotation to reply on"),
-            "message": ("string", "The text of the reply"),
-        },
-        ("annotationId", "message"),
-        _ADD,
+        "reply on",
+        {"message": ("string", "The text of the reply")},
+        required=("message",),
     ),
     ToolSpec(
         "agentation_watch_annotations",

@@ -15,6 +15,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import apsw
 
@@ -224,8 +225,7 @@ def open_read_connection(location: StoreLocation) -> apsw.Connection:
     return conn
 
 
-@dataclass(frozen=True, slots=True)
-class StoreReport:
+class StoreReport(NamedTuple):
     """What `doctor` reports of a store file, read without changing it."""
 
     size: int

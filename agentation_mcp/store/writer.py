@@ -33,7 +33,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import outcome
 import trio
@@ -55,8 +55,9 @@ class _Reply:
     result: outcome.Outcome[Any] | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class _Envelope:
+class _Envelope(NamedTuple):
+    """A command in the mailbox, with where its caller waits for the outcome."""
+
     command: Command
     reply: _Reply
 
