@@ -13,7 +13,7 @@ import json
 import math
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -333,4 +333,70 @@ def agent_view(annotation: Mapping[str, Any]) -> JsonObject:
     kind = out["kind"]
     if kind in ("placement", "rearrange") and annotation.get(kind) is not None:
         out[kind] = annotation[kind]
+    return out
+
+
+VIEW_COLUMNS: Final = (
+    "id",
+    "kind",
+    "comment",
+    "element",
+    "element_path",
+    "url",
+    "intent",
+    "severity",
+    "timestamp",
+    "nearby_text",
+    "react_components",
+    "source_file",
+    "extra",
+)
+"""The annotation columns `agent_view_from_row` takes, in this order."""
+
+
+def agent_view_from_row(row: Sequence[Any]) -> JsonObject:
+    """`agent_view(annotation_from_row(...))` from the `VIEW_COLUMNS` of a row alone.
+
+    A long pending list reads a dozen columns instead of thirty-odd, and
+    builds one small object per annotation instead of two.
+    """
+    (
+        annotation_id,
+        kind,
+        comment,
+        element,
+        element_path,
+        url,
+        intent,
+        severity,
+        timestamp,
+        nearby,
+        react,
+        source,
+        raw,
+    ) = row
+    kind = kind or "feedback"
+    out: JsonObject = {
+        "id": annotation_id,
+        "kind": kind,
+        "comment": comment,
+        "element": element,
+        "elementPath": element_path,
+        "url": url,
+        "intent": intent,
+        "severity": severity,
+        "timestamp": js_number(timestamp),
+        "nearbyText": nearby,
+        "reactComponents": react,
+    }
+    if source:
+        out["sourceFile"] = source
+    if raw is not None:
+        extra = _load_json(raw)
+        if isinstance(extra, dict):
+            for key in ("attributes", "frame"):
+                if extra.get(key) is not None:
+                    out[key] = extra[key]
+            if kind in ("placement", "rearrange") and extra.get(kind) is not None:
+                out[kind] = extra[kind]
     return out

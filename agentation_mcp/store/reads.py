@@ -15,7 +15,15 @@ from typing import Any
 import apsw
 
 from ..errors import AnnotationNotFound, SessionNotFound
-from ..models import Event, JsonObject, annotation_from_row, from_json, session_from_row
+from ..models import (
+    VIEW_COLUMNS,
+    Event,
+    JsonObject,
+    agent_view_from_row,
+    annotation_from_row,
+    from_json,
+    session_from_row,
+)
 from .faults import mapped
 
 
@@ -133,11 +141,13 @@ def annotations_by_id(src: Reader, annotation_ids: Iterable[str]) -> dict[str, J
 
 
 _PENDING_OF_SESSION = "SELECT * FROM annotations WHERE session_id = ? AND status = 'pending' ORDER BY timestamp, rowid"
-_PENDING = (
-    "SELECT a.* FROM annotations AS a JOIN sessions AS s ON s.id = a.session_id "
-    "WHERE a.status = 'pending' "
-    "ORDER BY s.created_at DESC, s.rowid DESC, a.timestamp, a.rowid"
-)
+# Sessions first (CROSS JOIN keeps them the outer loop): newest first down `idx_sessions_created`, each
+# session's pending annotations in order down `idx_annotations_session_status_time`, so the list comes
+# out sorted, and a page of it costs a page. Joined the other way round, SQLite sorted the whole list
+# before returning its first row (measured: a third of the time of 25,000 pending).
+_PENDING_FROM = " FROM sessions AS s CROSS JOIN annotations AS a ON a.session_id = s.id"
+_ORDER = " ORDER BY s.created_at DESC, s.rowid DESC, a.timestamp, a.rowid"
+_PENDING = f"SELECT a.*{_PENDING_FROM} WHERE a.status = 'pending'{_ORDER}"
 
 
 @mapped
@@ -152,11 +162,10 @@ Position = tuple[str, int, int, int]
 """Where an annotation stands in the pending list: its session's `created_at` and rowid, its own
 `timestamp` and rowid (the list's sort keys, so a position stays meaningful after the annotation changes)."""
 
-_PENDING_ROWS = (
-    "SELECT s.created_at, s.rowid, a.timestamp, a.rowid, a.* "
-    "FROM annotations AS a JOIN sessions AS s ON s.id = a.session_id"
+_PENDING_ROWS = "SELECT s.created_at, s.rowid, a.timestamp, a.rowid, a.*" + _PENDING_FROM
+_PENDING_VIEWS = (
+    "SELECT s.created_at, s.rowid, a.timestamp, a.rowid, " + ", ".join(f"a.{c}" for c in VIEW_COLUMNS) + _PENDING_FROM
 )
-_ORDER = " ORDER BY s.created_at DESC, s.rowid DESC, a.timestamp, a.rowid"
 _SESSION_ORDER = " ORDER BY a.timestamp, a.rowid"
 # After a position, in list order: sessions newest first, then each session's annotations oldest first.
 _AFTER_IN_LIST = (
@@ -197,29 +206,36 @@ def pending_scan(
     after: Position | None,
     limit: int,
     take: Callable[[JsonObject], bool] | None = None,
+    *,
+    views: bool = False,
 ) -> Scan:
     """Pending annotations in list order (of one session, or of all), from just after `after`.
 
     Takes at most `limit`, and stops before the first one `take` refuses (it is asked about each in
     turn; the first is taken whatever it answers, so every page moves on). Reading stops there too, so
-    a small page of a long list costs a small page.
+    a small page of a long list costs a small page. With `views`, each is its agent view
+    (`models.agent_view`), read from the few columns it shows.
     """
     where, params, order = _pending_where(session_id, after)
-    cursor = src.conn.execute(f"{_PENDING_ROWS}{where}{order} LIMIT ?", [*params, limit + 1])
+    select = _PENDING_VIEWS if views else _PENDING_ROWS
+    cursor = src.conn.execute(f"{select}{where}{order} LIMIT ?", [*params, limit + 1])
     try:
         names = [d[0] for d in cursor.get_description()][4:]
     except apsw.ExecutionCompleteError:
         return Scan([], None, 0)
-    cache = src.cache
+    cache = None if views else src.cache
     taken: list[JsonObject] = []
     last: Position | None = None
     cut = False
     try:
         for row in cursor:
             stored = row[4:]
-            annotation = (
-                cache.build(names, stored) if cache else annotation_from_row(dict(zip(names, stored, strict=True)))
-            )
+            if views:
+                annotation = agent_view_from_row(stored)
+            elif cache is not None:
+                annotation = cache.build(names, stored)
+            else:
+                annotation = annotation_from_row(dict(zip(names, stored, strict=True)))
             if len(taken) >= limit or (not (take is None or take(annotation)) and taken):
                 cut = True
                 break
@@ -230,8 +246,7 @@ def pending_scan(
     if not cut:
         return Scan(taken, last, 0)
     where, params, _ = _pending_where(session_id, last)
-    count_sql = "SELECT COUNT(*) FROM annotations AS a JOIN sessions AS s ON s.id = a.session_id"
-    remaining = src.conn.execute(f"{count_sql}{where}", params).get
+    remaining = src.conn.execute(f"SELECT COUNT(*){_PENDING_FROM}{where}", params).get
     return Scan(taken, last, int(remaining) if isinstance(remaining, int) else 0)
 
 
