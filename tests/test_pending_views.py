@@ -16,7 +16,7 @@ import pytest
 
 from agentation_mcp.agent.budget import PageBudget
 from agentation_mcp.commands import CreateAnnotation, CreateSession, UpdateAnnotation
-from agentation_mcp.models import agent_view
+from agentation_mcp.models import agent_view, annotation_builder, annotation_from_row
 from agentation_mcp.store import reads
 
 from .conftest import Store, commit
@@ -99,3 +99,27 @@ def test_the_pending_list_of_every_session_is_read_in_order_without_a_sort(opene
     keys = [(sessions.index(a["sessionId"]), a["timestamp"]) for a in listed]
     assert keys == sorted(keys)
     assert len(listed) == (len(VARIANTS) - 1) * 3
+
+
+def test_the_row_builder_gives_exactly_what_annotation_from_row_gives(opened: Store) -> None:
+    _fill(opened)
+    commit(opened.conn, UpdateAnnotation(reads.pending_annotations(opened.reader)[0]["id"], {"thread": []}))
+    cursor = opened.conn.execute("SELECT * FROM annotations")
+    names = [d[0] for d in cursor.get_description()]
+    rows = cursor.fetchall()
+    build = annotation_builder(names)
+    for row in rows:
+        expected = annotation_from_row(dict(zip(names, row, strict=True)))
+        built = build(row)
+        assert built == expected
+        assert list(built) == list(expected)  # key order
+    # The columns in another order: the same annotations.
+    reordered = ", ".join(reversed(names))
+    cursor = opened.conn.execute(f"SELECT {reordered} FROM annotations")
+    names_back = [d[0] for d in cursor.get_description()]
+    build_back = annotation_builder(names_back)
+    assert [build_back(row) for row in cursor] == [build(row) for row in rows]
+    # A column missing (a partial SELECT): annotation_from_row's own error, not a wrong annotation.
+    partial = [n for n in names if n != "url"]
+    with pytest.raises(KeyError):
+        annotation_builder(partial)(rows[0][: len(partial)])

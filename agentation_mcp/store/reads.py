@@ -19,7 +19,9 @@ from ..models import (
     VIEW_COLUMNS,
     Event,
     JsonObject,
+    RowBuilder,
     agent_view_from_row,
+    annotation_builder,
     annotation_from_row,
     from_json,
     session_from_row,
@@ -39,11 +41,20 @@ class AnnotationCache:
     def __init__(self, size: int = 2048) -> None:
         self.size = size
         self._built: dict[tuple[Any, ...], JsonObject] = {}
+        self._builders: dict[tuple[str, ...], RowBuilder] = {}
+
+    def builder(self, names: Sequence[str]) -> RowBuilder:
+        """`models.annotation_builder(names)`, made once per column list."""
+        key = tuple(names)
+        made = self._builders.get(key)
+        if made is None:
+            made = self._builders[key] = annotation_builder(key)
+        return made
 
     def build(self, names: Sequence[str], row: tuple[Any, ...]) -> JsonObject:
         built = self._built.get(row)
         if built is None:
-            built = annotation_from_row(dict(zip(names, row, strict=True)))
+            built = self.builder(names)(row)
             if len(self._built) >= self.size:
                 del self._built[next(iter(self._built))]
             self._built[row] = built
@@ -83,7 +94,8 @@ def _annotations(src: Reader, sql: str, params: Sequence[Any] = ()) -> list[Json
     rows = cursor.fetchall()
     if cache is None or len(rows) > cache.size:
         # More rows than the cache holds would only churn it: build them directly.
-        return [annotation_from_row(dict(zip(names, row, strict=True))) for row in rows]
+        build = annotation_builder(names) if cache is None else cache.builder(names)
+        return [build(row) for row in rows]
     return [cache.build(names, row) for row in rows]
 
 
