@@ -311,6 +311,21 @@ def event_rows_after(src: Reader, after: int, *, limit: int = 1000) -> list[Even
 
 
 @mapped
+def event_texts_after(
+    src: Reader, after: int, rendering: str, *, session_id: str | None = None, limit: int = 1000
+) -> list[tuple[int, bytes]]:
+    """(sequence, UTF-8 text) of persisted events above `after` (of one session, or all), in order, each
+    event rendered by `rendering`, an SQL expression over the `events` table's columns (an SSE frame, say)."""
+    where = "sequence > ?" if session_id is None else "session_id = ? AND sequence > ?"
+    params = (after, limit) if session_id is None else (session_id, after, limit)
+    cursor = src.conn.execute(
+        f"SELECT sequence, CAST({rendering} AS BLOB) FROM events WHERE {where} ORDER BY sequence LIMIT ?",
+        params,
+    )
+    return list(cursor)
+
+
+@mapped
 def last_sequence(src: Reader) -> int:
     """The highest sequence handed out so far (events may have been pruned since)."""
     value = src.conn.execute(
