@@ -33,7 +33,8 @@ def _fill(opened: Store) -> list[str]:
     for port in (3000, 3001):
         [(session, _)] = commit(opened.conn, CreateSession(url=f"http://localhost:{port}/"))
         [(annotation, _)] = commit(opened.conn, CreateAnnotation.from_body(session["id"], ANNOTATION))
-        commit(opened.conn, AddThreadMessage(annotation["id"], NewThreadMessage.from_body({"role": "agent", "content": "ok ✓"})))
+        reply = NewThreadMessage.from_body({"role": "agent", "content": "ok ✓"})
+        commit(opened.conn, AddThreadMessage(annotation["id"], reply))
         sessions.append(session["id"])
     # Events as another process might have stored them: odd strings in every text column.
     last = reads.last_sequence(opened.reader)
