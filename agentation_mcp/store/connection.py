@@ -240,6 +240,12 @@ class WalSync:
                 self.pages = 0
 
     def close(self) -> None:
+        if self.flushes:
+            log.info(
+                "[Store] Flushed the WAL %d times, %.3f ms each on average",
+                self.flushes,
+                self.flush_seconds * 1000 / self.flushes,
+            )
         self.checkpointer.close()
 
 
