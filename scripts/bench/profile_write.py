@@ -82,19 +82,19 @@ async def profile(ops: int, rate: int, raw: Path) -> tuple[dict[str, float], lis
             (session_id,), ids = await set_up(server.port, ANNOTATIONS)
             warm = write_mix(server.port, session_id, ids, 0, WARM_UP, ANNOTATIONS)
             await run_clients([ClientPlan(server.port, warm)], [server.pid], 60)
-            spy = subprocess.Popen(
+            spy = await trio.lowlevel.open_process(
                 ["py-spy", "record", "--idle", "-p", str(server.pid), "-r", str(rate), "-f", "raw", "-o", str(raw)],
                 stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
             )
             await trio.sleep(1)  # py-spy attached
             plan = ClientPlan(server.port, write_mix(server.port, session_id, ids, 0, ops, ANNOTATIONS + WARM_UP))
             load = await run_clients([plan], [server.pid], 300)
             spy.send_signal(2)
             with trio.fail_after(30):
-                await trio.to_thread.run_sync(spy.wait)
-    if not raw.exists():
-        raise SystemExit(f"py-spy wrote nothing: {spy.stderr.read().decode() if spy.stderr else ''}")
+                await spy.wait()
+    if spy.returncode != 0:
+        raise SystemExit(f"py-spy failed (exit code {spy.returncode}): is it installed, and allowed to attach?")
     # py-spy keeps sampling for the second it waited before the load and while it stops: those samples
     # are idle waits and land in the epoll stage; the per-request figures below count them in.
     return load.measurement(), breakdown(raw, ops, rate)
