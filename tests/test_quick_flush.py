@@ -70,6 +70,7 @@ def _writer(opened: Store, hub: Hub, sync: WalSync) -> Any:
 async def test_a_lone_write_is_flushed_on_the_trio_thread_then_published_then_answered(
     opened: Store, wal_sync: WalSync, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    wal_sync.QUICK_SECONDS = 3600.0  # every flush counts as quick, however busy the machine's disk is
     hub = opened.hub()
     log: list[tuple[str, Any]] = []
     hub.add_sink(lambda event: log.append(("published", event.sequence)))
