@@ -26,7 +26,7 @@ import trio.testing
 
 from agentation_mcp.commands import CreateAnnotation, CreateSession
 from agentation_mcp.models import Event
-from agentation_mcp.store import reads
+from agentation_mcp.store import connection, reads
 from agentation_mcp.store.connection import WalSync
 from agentation_mcp.store.hub import Hub
 from agentation_mcp.store.writer import Writer
@@ -199,3 +199,28 @@ async def test_a_batch_flushed_while_the_tail_looked_is_published_from_the_batch
     assert [event.sequence for event in published] == [1]
     assert read_back == []
     assert published[0].payload_json is not None  # the writer's own event, not one decoded from the table
+
+
+@pytest.mark.anyio
+async def test_a_write_that_waited_for_another_process_lock_is_flushed_on_the_database_thread(
+    opened: Store, wal_sync: WalSync, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Other tasks ran while it waited (the tail among them): its flush and publication go the held way."""
+    wal_sync.QUICK_SECONDS = 3600.0
+    log: list[tuple[str, Any]] = []
+    _spy_on_fsync(monkeypatch, log)
+    other = connection.open_write_connection(opened.location)
+    try:
+        with trio.fail_after(10):
+            async with _writer(opened, opened.hub(), wal_sync) as writer:
+                other.execute("BEGIN IMMEDIATE")
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(writer.submit, CreateSession(url="http://localhost:3000/"))
+                    # Every task blocked: the writer took the command, found the lock held, and waits on its
+                    # database thread.
+                    await trio.testing.wait_all_tasks_blocked()
+                    assert writer.statistics().batches == 0
+                    other.execute("ROLLBACK")
+    finally:
+        other.close()
+    assert log == [("fsync", "agentation-database")]

@@ -236,12 +236,14 @@ async def _serve(
                     except (trio.WouldBlock, trio.EndOfChannel):
                         break
                 commands = [envelope.command for envelope in batch]
+                waited = False  # for the lock, on the database thread: other tasks ran since its COMMIT
                 try:
                     if database is None:
                         results = commit_batch(conn, commands)
                     else:
                         tried = try_commit_batch(conn, commands, lock_wait)
                         if tried is None:
+                            waited = True
                             tried = await database.run(partial(commit_batch, conn, commands))
                         results = tried
                 except Exception:
@@ -257,6 +259,7 @@ async def _serve(
                     quick_flush is not None
                     and first_sequence is not None
                     and len(batch) == 1
+                    and not waited
                     and not in_flight[0]
                     and not receive.statistics().current_buffer_used
                     and _flushed_here(quick_flush)
