@@ -83,7 +83,20 @@ async def profile(ops: int, rate: int, raw: Path) -> tuple[dict[str, float], lis
             warm = write_mix(server.port, session_id, ids, 0, WARM_UP, ANNOTATIONS)
             await run_clients([ClientPlan(server.port, warm)], [server.pid], 60)
             spy = await trio.lowlevel.open_process(
-                ["py-spy", "record", "--idle", "--nonblocking", "-p", str(server.pid), "-r", str(rate), "-f", "raw", "-o", str(raw)],
+                [
+                    "py-spy",
+                    "record",
+                    "--idle",
+                    "--nonblocking",
+                    "-p",
+                    str(server.pid),
+                    "-r",
+                    str(rate),
+                    "-f",
+                    "raw",
+                    "-o",
+                    str(raw),
+                ],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
