@@ -3,7 +3,7 @@
     python -m scripts.bench.profile_write [--ops 6000] [--rate 1000] [--raw FILE]
 
 Starts our server, runs one client's write mix (as `write-mix` does) once to
-warm up, then again with `py-spy record --idle` attached to the server, and
+warm up, then again with `py-spy record --idle --nonblocking` attached to the server, and
 sorts every sample of the trio thread into the stage of the write path it
 shows (the first rule below whose frame is on the stack), and the database
 thread's flushes apart. With `--idle` a thread is sampled whether it runs or
