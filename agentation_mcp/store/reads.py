@@ -8,6 +8,8 @@ long) comes out as our `StoreFault`, through `faults.mapped`.
 
 from __future__ import annotations
 
+import gc
+import itertools
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -91,12 +93,35 @@ def _annotations(src: Reader, sql: str, params: Sequence[Any] = ()) -> list[Json
     except apsw.ExecutionCompleteError:
         return []
     cache = src.cache
-    rows = cursor.fetchall()
-    if cache is None or len(rows) > cache.size:
-        # More rows than the cache holds would only churn it: build them directly.
-        build = annotation_builder(names) if cache is None else cache.builder(names)
-        return [build(row) for row in rows]
-    return [cache.build(names, row) for row in rows]
+    if cache is None:
+        return _built_as_read(cursor, annotation_builder(names), [])
+    rows = list(itertools.islice(cursor, cache.size + 1))
+    if len(rows) <= cache.size:
+        return [cache.build(names, row) for row in rows]
+    # More rows than the cache holds would only churn it: build them directly, as they are read.
+    build = cache.builder(names)
+    first = [build(row) for row in rows]
+    del rows
+    return _built_as_read(cursor, build, first)
+
+
+def _built_as_read(cursor: apsw.Cursor, build: RowBuilder, out: list[JsonObject]) -> list[JsonObject]:
+    """`out`, then an annotation built from each row left in `cursor`, each row dropped once built.
+
+    With the garbage collector paused: the annotations hold no cycles, and
+    its passes over a list of 25,000 growing under it were 8% of the time
+    (and holding every row until the end, another 5-10%).
+    """
+    append = out.append
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        for row in cursor:
+            append(build(row))
+    finally:
+        if collecting:
+            gc.enable()
+    return out
 
 
 @mapped
