@@ -12,8 +12,8 @@ wall time it took: together the trio thread's stages make up one request's
 whole cycle (1 / throughput), the client's turn included (the trio thread
 waits in epoll for the next request, or for the database thread).
 
-py-spy must be installed (`pip install py-spy`), and allowed to attach
-(root, or ptrace permitted).
+py-spy comes with the bench extra (`pip install -e '.[bench]'`); it must be
+allowed to attach (root, or ptrace permitted).
 """
 
 from __future__ import annotations
