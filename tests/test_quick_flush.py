@@ -3,8 +3,9 @@
 * A lone command, with nothing else queued or being flushed, is flushed
   (`WalSync.flush_if_quick`) on the trio thread, then published, then
   answered: each answer comes after its own fsync of the WAL.
-* A disk whose flushes are slow, a checkpoint that is due, or a batch of
-  several commands goes to the database thread as before.
+* A disk whose flushes are slow, a checkpoint that is due, a batch of
+  several commands, or a command that waited for another process's lock
+  (other tasks ran after its COMMIT) goes to the database thread as before.
 * `WalSync` counts every flush and the time they took.
 * When the cross-process tail looked at the store while a batch was being
   flushed, the batch's events still reach listeners from the batch itself,
