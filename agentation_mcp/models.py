@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import json
 import math
+import operator
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -306,6 +307,53 @@ def _put_fields(out: JsonObject, row: Mapping[str, Any], fields: tuple[tuple[str
             out[name] = _load_json(value)
 
 
+RowBuilder = Callable[[Sequence[Any]], JsonObject]
+_NO_EXTRA: Final = (None, "{}")
+
+
+def annotation_builder(names: Sequence[str]) -> RowBuilder:
+    """`annotation_from_row` for rows whose columns are `names`, in that order, made for long lists.
+
+    A row with no `extra` keys (most rows) is built in one go: its values taken in
+    the row form's key order and zipped into a dict, then the few numbers,
+    flags and JSON fields fixed in place (an assignment keeps a key's place;
+    an absent JSON field is deleted). Any other row goes to
+    `annotation_from_row`.
+    """
+    index = {name: i for i, name in enumerate(names)}
+    if any(f.column not in index for f in ANNOTATION_FIELDS) or not {"id", "session_id", "kind", "extra"} <= set(index):
+        return lambda row: annotation_from_row(dict(zip(names, row, strict=True)))
+    fields = [("id", "id"), ("sessionId", "session_id")]
+    fields += [(f.name, f.column) for f in ANNOTATION_FIELDS[:_SPLIT]]
+    fields += [("kind", "kind")]
+    fields += [(f.name, f.column) for f in ANNOTATION_FIELDS[_SPLIT:]]
+    keys = tuple(name for name, _ in fields)
+    take = operator.itemgetter(*(index[column] for _, column in fields))
+    numbers = tuple(f.name for f in ANNOTATION_FIELDS if f.storage == "number")
+    flags = tuple(f.name for f in ANNOTATION_FIELDS if f.storage == "bool")
+    stored_json = tuple(f.name for f in ANNOTATION_FIELDS if f.storage == "json")
+    extra_at = index["extra"]
+
+    def build(row: Sequence[Any]) -> JsonObject:
+        if row[extra_at] not in _NO_EXTRA:
+            return annotation_from_row(dict(zip(names, row, strict=True)))
+        out = dict(zip(keys, take(row), strict=True))
+        out["kind"] = out["kind"] or "feedback"
+        for key in numbers:
+            out[key] = js_number(out[key])
+        for key in flags:
+            out[key] = bool(out[key])
+        for key in stored_json:
+            value = out[key]
+            if value is None:
+                del out[key]
+            else:
+                out[key] = _load_json(value)
+        return out
+
+    return build
+
+
 def agent_view(annotation: Mapping[str, Any]) -> JsonObject:
     """The summary of an annotation the pending and watch tools give an agent."""
     out: JsonObject = {
@@ -333,4 +381,70 @@ def agent_view(annotation: Mapping[str, Any]) -> JsonObject:
     kind = out["kind"]
     if kind in ("placement", "rearrange") and annotation.get(kind) is not None:
         out[kind] = annotation[kind]
+    return out
+
+
+VIEW_COLUMNS: Final = (
+    "id",
+    "kind",
+    "comment",
+    "element",
+    "element_path",
+    "url",
+    "intent",
+    "severity",
+    "timestamp",
+    "nearby_text",
+    "react_components",
+    "source_file",
+    "extra",
+)
+"""The annotation columns `agent_view_from_row` takes, in this order."""
+
+
+def agent_view_from_row(row: Sequence[Any]) -> JsonObject:
+    """`agent_view(annotation_from_row(...))` from the `VIEW_COLUMNS` of a row alone.
+
+    A long pending list reads a dozen columns instead of thirty-odd, and
+    builds one small object per annotation instead of two.
+    """
+    (
+        annotation_id,
+        kind,
+        comment,
+        element,
+        element_path,
+        url,
+        intent,
+        severity,
+        timestamp,
+        nearby,
+        react,
+        source,
+        raw,
+    ) = row
+    kind = kind or "feedback"
+    out: JsonObject = {
+        "id": annotation_id,
+        "kind": kind,
+        "comment": comment,
+        "element": element,
+        "elementPath": element_path,
+        "url": url,
+        "intent": intent,
+        "severity": severity,
+        "timestamp": js_number(timestamp),
+        "nearbyText": nearby,
+        "reactComponents": react,
+    }
+    if source:
+        out["sourceFile"] = source
+    if raw is not None:
+        extra = _load_json(raw)
+        if isinstance(extra, dict):
+            for key in ("attributes", "frame"):
+                if extra.get(key) is not None:
+                    out[key] = extra[key]
+            if kind in ("placement", "rearrange") and extra.get(kind) is not None:
+                out[kind] = extra[kind]
     return out

@@ -166,6 +166,7 @@ def test_every_query_a_request_or_tool_call_runs_reads_through_an_index(opened: 
     position = ("2000-01-01T00:00:00.000Z", 1, 0, 1)
     reads.pending_scan(reader, session["id"], position, 1)
     reads.pending_scan(reader, None, position, 1)
+    reads.pending_scan(reader, None, position, 1, views=True)
     reads.events_after(reader, 0)
     reads.events_after(reader, 0, session_id=session["id"])
     reads.event_rows_after(reader, 0)

@@ -145,12 +145,10 @@ class LocalBackend:
         position = decode_position(after) if after is not None else None
         if limit is None:
             budget = PageBudget()
-            take = lambda annotation: budget.take_view(agent_view(annotation))  # noqa: E731
-            scan = reads.pending_scan(self.reader, session_id, position, MAX_LIMIT, take)
-            views = budget.views[: len(scan.annotations)]
+            scan = reads.pending_scan(self.reader, session_id, position, MAX_LIMIT, budget.take_view, views=True)
         else:
-            scan = reads.pending_scan(self.reader, session_id, position, limit)
-            views = [agent_view(a) for a in scan.annotations]
+            scan = reads.pending_scan(self.reader, session_id, position, limit, views=True)
+        views = scan.annotations
         last = position_cursor(scan.last) if scan.last is not None else None
         return PendingPage(views, scan.more, last)
 

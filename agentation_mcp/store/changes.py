@@ -96,11 +96,14 @@ def _create_annotation(conn: apsw.Connection, cmd: c.CreateAnnotation) -> Applie
     for name, value in cmd.fields.items():
         columns.append(FIELD_BY_NAME[name].column)
         values.append(_column_value(name, value))
-    conn.execute(
-        f"INSERT INTO annotations ({', '.join(columns)}) VALUES ({', '.join('?' * len(values))})",
+    # The stored row comes back from the INSERT itself (defaults filled in), as a read would give it.
+    cursor = conn.execute(
+        f"INSERT INTO annotations ({', '.join(columns)}) VALUES ({', '.join('?' * len(values))}) RETURNING *",
         values,
     )
-    annotation = get_annotation(Reader(conn, None), annotation_id)
+    names = [d[0] for d in cursor.get_description()]
+    [row] = cursor.fetchall()
+    annotation = annotation_from_row(dict(zip(names, row, strict=True)))
     return annotation, [PendingEvent(ANNOTATION_CREATED, cmd.session_id, annotation)]
 
 

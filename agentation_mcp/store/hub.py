@@ -109,16 +109,18 @@ class Hub:
         """Publish whatever the table holds beyond `last_published` (and below the hold)."""
         self._publish_from_table(upto=None)
 
-    def hold_from(self, sequence: int | None) -> None:
+    def hold_from(self, sequence: int | None, *, catch_up: bool = True) -> None:
         """Publish nothing from the table at or above `sequence`; None lifts the hold.
 
         The writer holds its own committed events back while the disk flushes
         them: the table already shows them to the cross-process tail, but a
         listener must not hear of a write that a power loss could still undo.
-        Lifting or raising the hold publishes what it held back.
+        Lifting or raising the hold publishes what it held back, unless
+        `catch_up` is False (the writer is about to publish those events
+        itself, and then moves the hold again).
         """
         self._hold = sequence
-        if self._held_back and (self._subscribers or self._sinks):
+        if catch_up and self._held_back and (self._subscribers or self._sinks):
             self._held_back = False
             self.catch_up()
 

@@ -16,7 +16,11 @@ Invariants:
   on the database thread (`DatabaseThread`) when it must wait for another
   process's lock. The disk flush that makes it durable runs on the database
   thread too (`durable`, see `store.WalSync`), so the event loop keeps
-  serving while the disk works.
+  serving while the disk works; except when a batch of one command commits
+  with nothing else queued or being flushed, and the disk flushes quickly
+  (`quick_flush`): then the writer flushes, publishes and replies itself,
+  with no hop to the database thread and back (which cost as much as the
+  fsync).
 * A reply means committed and flushed: callers get their result, and the hub
   the events, only after COMMIT and the flush. A caller cancelled while
   waiting may still have had its command committed.
@@ -163,6 +167,7 @@ async def run_writer(
     *,
     in_thread: bool = True,
     durable: Callable[[], None] | None = None,
+    quick_flush: Callable[[], bool] | None = None,
     lock_wait: LockWait | None = None,
     mailbox: int = 64,
     max_batch: int = 256,
@@ -174,7 +179,9 @@ async def run_writer(
     and on the database thread when another process holds it (waiting for a
     lock must not stop the event loop). `durable`, when given, runs on the
     database thread after each COMMIT and before any caller hears of it
-    (see `store.WalSync`). `lock_wait`, when given, is how a batch on the
+    (see `store.WalSync`); `quick_flush`, when given, is tried first on the
+    trio thread for a lone command (`WalSync.flush_if_quick`: True when it
+    flushed). `lock_wait`, when given, is how a batch on the
     database thread waits for the lock (see `store.LockWait`).
     `in_thread=False` keeps everything on the trio thread: for the in-memory
     store, and for tests on trio's virtual clock.
@@ -186,7 +193,7 @@ async def run_writer(
         lock_wait.install(conn)
     task_status.started(writer)
     try:
-        await _serve(writer, receive, conn, hub, database, durable, lock_wait, max_batch)
+        await _serve(writer, receive, conn, hub, database, durable, quick_flush, lock_wait, max_batch)
     finally:
         if database is not None:
             database.stop()
@@ -204,6 +211,7 @@ async def _serve(
     hub: Hub,
     database: DatabaseThread | None,
     durable: Callable[[], None] | None,
+    quick_flush: Callable[[], bool] | None,
     lock_wait: LockWait | None,
     max_batch: int,
 ) -> None:
@@ -215,9 +223,12 @@ async def _serve(
     """
     flushes, flushed = trio.open_memory_channel[tuple[list[_Envelope], Committed]](_UNFLUSHED)
     unflushed: deque[int] = deque()  # the first sequence of each committed batch not yet answered
+    in_flight = [0]  # batches handed to `_answer` and not yet answered
     health = _Health()
+    if database is None or durable is None:
+        quick_flush = None
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(_answer, flushed, hub, database, durable, unflushed)
+        nursery.start_soon(_answer, flushed, hub, database, durable, unflushed, in_flight)
         async with receive, flushes:
             async for first in receive:
                 batch = [first]
@@ -227,12 +238,14 @@ async def _serve(
                     except (trio.WouldBlock, trio.EndOfChannel):
                         break
                 commands = [envelope.command for envelope in batch]
+                waited = False  # for the lock, on the database thread: other tasks ran since its COMMIT
                 try:
                     if database is None:
                         results = commit_batch(conn, commands)
                     else:
                         tried = try_commit_batch(conn, commands, lock_wait)
                         if tried is None:
+                            waited = True
                             tried = await database.run(partial(commit_batch, conn, commands))
                         results = tried
                 except Exception:
@@ -244,9 +257,22 @@ async def _serve(
                 writer.batches += 1
                 writer.largest_batch = max(writer.largest_batch, len(batch))
                 first_sequence = _first_sequence(results)
+                if (
+                    quick_flush is not None
+                    and first_sequence is not None
+                    and len(batch) == 1
+                    and not waited
+                    and not in_flight[0]
+                    and not receive.statistics().current_buffer_used
+                    and _flushed_here(quick_flush)
+                ):
+                    # Nothing was awaited since COMMIT, so no listener can have heard of it before now.
+                    _publish_and_reply(hub, batch, results)
+                    continue
                 if first_sequence is not None:
                     unflushed.append(first_sequence)
                     hub.hold_from(unflushed[0])
+                in_flight[0] += 1
                 await flushes.send((batch, results))
 
 
@@ -271,6 +297,24 @@ class _Health:
                 return
 
 
+def _flushed_here(quick_flush: Callable[[], bool]) -> bool:
+    """`quick_flush()`, with a failing flush logged as the database thread's flush logs it."""
+    try:
+        return quick_flush()
+    except OSError:
+        log.exception("[Store] Could not flush the store's write-ahead log to disk")
+        return True
+
+
+def _publish_and_reply(hub: Hub, batch: list[_Envelope], results: Committed) -> None:
+    for result in results:
+        if isinstance(result, outcome.Value):
+            hub.publish(result.value[1])
+    for envelope, result in zip(batch, results, strict=True):
+        envelope.reply.result = result
+        envelope.reply.done.set()
+
+
 def _first_sequence(results: Committed) -> int | None:
     sequences = [events[0].sequence for r in results if isinstance(r, outcome.Value) and (events := r.value[1])]
     return min(sequences, default=None)
@@ -282,8 +326,14 @@ async def _answer(
     database: DatabaseThread | None,
     durable: Callable[[], None] | None,
     unflushed: deque[int],
+    in_flight: list[int],
 ) -> None:
-    """Flush committed batches (all that are waiting, at once), then publish their events and reply, in order."""
+    """Flush committed batches (all that are waiting, at once), then publish their events and reply, in order.
+
+    The events are published straight from the batches before the hold is
+    lifted: lifting it first would have a tail that looked meanwhile read
+    the same events back from the table.
+    """
     async with flushed:
         async for first in flushed:
             ready = [first]
@@ -303,11 +353,9 @@ async def _answer(
             # Everything in `ready` is on disk now: hold back only what was committed after it.
             for _ in range(sum(1 for _, results in ready if _first_sequence(results) is not None)):
                 unflushed.popleft()
-            hub.hold_from(unflushed[0] if unflushed else None)
+            hold = unflushed[0] if unflushed else None
+            hub.hold_from(hold, catch_up=False)
             for batch, results in ready:
-                for result in results:
-                    if isinstance(result, outcome.Value):
-                        hub.publish(result.value[1])
-                for envelope, result in zip(batch, results, strict=True):
-                    envelope.reply.result = result
-                    envelope.reply.done.set()
+                _publish_and_reply(hub, batch, results)
+            hub.hold_from(hold)
+            in_flight[0] -= len(ready)

@@ -49,6 +49,17 @@ def frame(event_type: str, session_id: str, sequence: int, payload_json: str, ti
     ).encode()
 
 
+FRAME_SQL = (
+    "'event: ' || type || char(10) || 'id: ' || sequence || char(10) || "
+    """'data: {"type":' || json_quote(type) || ',"sessionId":' || json_quote(session_id) || """
+    """',"payload":' || payload || ',"sequence":' || sequence || ',"timestamp":' || json_quote(timestamp) || """
+    "'}' || char(10) || char(10)"
+)
+"""`frame` as an SQL expression over the `events` table's columns, so a replay is framed by SQLite.
+
+`json_quote` escapes a string exactly as `encode_basestring` does."""
+
+
 def event_frame(event: Event) -> bytes:
     payload_json = event.payload_json if event.payload_json is not None else to_json(event.payload)
     return frame(event.type, event.session_id, event.sequence, payload_json, event.timestamp)

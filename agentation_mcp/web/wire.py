@@ -45,6 +45,7 @@ RequestHandler = Callable[["Request"], Awaitable[None]]
 
 _RECEIVE_SIZE = 65536
 _MAX_READ_AHEAD = 32  # pipelined requests read ahead while a response is streamed
+_JOIN_UP_TO = 256 * 1024  # a body up to this size goes out in one piece with its head
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,9 +212,15 @@ class Request:
         """Send the whole response. `length` sets Content-Length when the body is left out (HEAD)."""
         size = len(body) if length is None else length
         out = [self._head(status, headers), b"content-length: %d\r\n\r\n" % size]
+        self.started = self.responded = True
+        if self.method != "HEAD" and len(body) > _JOIN_UP_TO:
+            # A long body (a pending list of thousands) is not copied behind its head: that copy of fresh
+            # memory cost 10-20 ms for 23 MB.
+            await self._conn.send(b"".join(out))
+            await self._conn.send(body)
+            return
         if self.method != "HEAD":
             out.append(body)
-        self.started = self.responded = True
         await self._conn.send(b"".join(out))
 
     async def start_stream(self, status: int, headers: Headers) -> None:

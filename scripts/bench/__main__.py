@@ -14,6 +14,7 @@ import trio
 from . import (
     cli,
     conflict,
+    goals,
     health,
     large_store,
     mcp_latency,
@@ -91,8 +92,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             say(f"npm reference: {npm_note}; running ours only")
         results = trio.run(bench, ctx, chosen)
     report.print_report(info, results, ctx, npm is not None)
+    checked = goals.check(results)
+    goals.print_goals(checked)
     say(f"\nTotal benchmark time: {time.perf_counter() - started:.0f} s")
-    report.write_json(options.json, info, results, ctx)
+    report.write_json(options.json, info, results, ctx, goals=checked)
     report.write_chart(options.chart, results, info)
     return 0
 

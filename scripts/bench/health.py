@@ -28,4 +28,5 @@ WORKLOAD = Workload(
     metrics=HTTP_METRICS,
     run=run,
     chart_metric="ops/s",
+    chart_extra=("p99 ms", "CPU ms/op"),
 )

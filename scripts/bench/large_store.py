@@ -4,25 +4,27 @@ The store is built once through the store's own commands and transaction
 function (as the writer commits them), then each target gets a fresh copy
 of the same file. Measured: `GET /pending` and `agentation_get_all_pending`
 (ours asked for every annotation with `limit`, so both return the same
-data; and ours at its default), each with the size of what came back.
+data; and ours at its default), each with the size of what came back. The
+tool is called through `stdio_rpc`'s lean client: the SDK's stdio client
+takes seconds of its own to read one line of 15 MB (see that module).
 """
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from pathlib import Path
 
 import httpx2
+import orjson
 import trio
 
 from agentation_mcp.commands import CreateAnnotation, CreateSession, UpdateAnnotation
 from agentation_mcp.store import connection, schema, transactions
 
 from .api import annotation_body
-from .mcp_client import mcp_session
 from .runner import REQUEST_TIMEOUT, Context, Measurement, Metric, Target, Workload, median, wait_healthy
+from .stdio_rpc import stdio_session
 
 SESSIONS = 1000
 PER_SESSION = 50
@@ -63,7 +65,7 @@ async def run(ctx: Context, target: Target) -> dict[str, Measurement]:
     (home / ".agentation").mkdir(parents=True)
     shutil.copy(source, home / ".agentation" / "store.db")
     out: dict[str, Measurement] = {}
-    async with mcp_session(ctx, target, home, "large") as (session, _, port):
+    async with stdio_session(ctx, target, home, "large") as (session, _, port):
         await wait_healthy(port)
         async with httpx2.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=REQUEST_TIMEOUT * 4) as http:
             times, size = [], 0
@@ -83,8 +85,8 @@ async def run(ctx: Context, target: Target) -> dict[str, Measurement]:
                 with trio.fail_after(REQUEST_TIMEOUT * 6):
                     result = await session.call_tool("agentation_get_all_pending", args)
                 times.append(time.perf_counter() - start)
-            text = sum(len(getattr(block, "text", "")) for block in result.content)
-            structured = len(json.dumps(result.structured_content)) if result.structured_content else 0
+            text = sum(len(block.get("text", "")) for block in result["content"])
+            structured = len(orjson.dumps(result["structuredContent"])) if result.get("structuredContent") else 0
             out[label] = {"s": median(times), "MB": (text + structured) / 1e6}
     return out
 

@@ -66,4 +66,5 @@ WORKLOAD = Workload(
     metrics=METRICS,
     run=run,
     chart_metric="ops/s",
+    chart_extra=("read p99 ms", "CPU ms/op"),
 )

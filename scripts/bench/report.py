@@ -197,7 +197,13 @@ def _clean(value: Any) -> Any:
     return value
 
 
-def write_json(path: Path, info: dict[str, Any], results: list[WorkloadResult], ctx: Context) -> None:
+def write_json(
+    path: Path,
+    info: dict[str, Any],
+    results: list[WorkloadResult],
+    ctx: Context,
+    goals: list[dict[str, object]] | None = None,
+) -> None:
     workloads: dict[str, Any] = {}
     for result in results:
         table = summaries(result)
@@ -221,6 +227,7 @@ def write_json(path: Path, info: dict[str, Any], results: list[WorkloadResult], 
         "rounds": ctx.rounds,
         "counts": asdict(ctx.counts),
         "workloads": workloads,
+        "goals": goals or [],
         "notes": ctx.notes,
     }
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -232,16 +239,18 @@ def chart_points(results: list[WorkloadResult]) -> list[tuple[str, float]]:
     """(label, ours relative to npm, >1 = ours better) for each case with both figures of its chart metric."""
     points: list[tuple[str, float]] = []
     for result in results:
-        metric = next((m for m in result.workload.metrics if m.key == result.workload.chart_metric), None)
-        if metric is None:
-            continue
+        keys = (result.workload.chart_metric, *result.workload.chart_extra)
         for case, by_target in summaries(result).items():
-            ours = by_target.get("ours", {}).get(metric.key, math.nan)
-            npm = by_target.get("npm", {}).get(metric.key, math.nan)
-            value = ratio(ours, npm) if metric.higher_is_better else ratio(npm, ours)
-            if not math.isnan(value) and value > 0:
-                sense = "ours/npm" if metric.higher_is_better else "npm/ours"
-                points.append((f"{result.workload.name}: {case} ({metric.key}, {sense})", value))
+            for key in keys:
+                metric = next((m for m in result.workload.metrics if m.key == key), None)
+                if metric is None:
+                    continue
+                ours = by_target.get("ours", {}).get(metric.key, math.nan)
+                npm = by_target.get("npm", {}).get(metric.key, math.nan)
+                value = ratio(ours, npm) if metric.higher_is_better else ratio(npm, ours)
+                if not math.isnan(value) and value > 0:
+                    sense = "ours/npm" if metric.higher_is_better else "npm/ours"
+                    points.append((f"{result.workload.name}: {case} ({metric.key}, {sense})", value))
     return points
 
 

@@ -369,6 +369,7 @@ class Workload:
     metrics: tuple[Metric, ...]
     run: Callable[[Context, Target], Awaitable[dict[str, Measurement]]]  # one run: case -> measurement
     chart_metric: str = ""  # the metric charted as ours/npm (npm/ours for times); "" for none
+    chart_extra: tuple[str, ...] = ()  # more metrics charted the same way (latency, CPU)
     ours_only: bool = False  # runs in this process (the writer): no npm run
     budget: float = 240.0  # seconds one run may take
 

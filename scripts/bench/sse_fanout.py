@@ -181,4 +181,5 @@ WORKLOAD = Workload(
     metrics=METRICS,
     run=run,
     chart_metric="p99 ms",
+    chart_extra=("events/s", "CPU ms/write"),
 )
