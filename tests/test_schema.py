@@ -173,8 +173,8 @@ def test_every_query_a_request_or_tool_call_runs_reads_through_an_index(opened: 
     reads.last_sequence(reader)
     reader.conn.exec_trace = None
     # One statement a read, but two for a session (its annotations too) and for a page of pending with more left
-    # after it (the count of the rest): three of the four scans here.
-    assert len(ran) == 18
+    # after it (the count of the rest): three of the five scans here.
+    assert len(ran) == 19
     for sql, bindings in ran:
         plan = [str(row[3]) for row in reader.conn.execute(f"EXPLAIN QUERY PLAN {sql}", bindings or ())]
         scans = [
