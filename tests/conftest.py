@@ -8,6 +8,7 @@ import os
 import shutil
 import socket
 import sys
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ from agentation_mcp.agent.tools import ToolOutcome
 from agentation_mcp.commands import Command, CreateAnnotation, CreateSession, NewThreadMessage
 from agentation_mcp.models import Event, to_json
 from agentation_mcp.store import connection, reads, schema, transactions
-from agentation_mcp.store.connection import StoreLocation
+from agentation_mcp.store.connection import StoreLocation, WalSync
 from agentation_mcp.store.hub import Hub
 from agentation_mcp.store.reads import Reader
 from agentation_mcp.store.writer import Writer, run_writer
@@ -96,6 +97,40 @@ def open_store(path: Path) -> Iterator[Store]:
 def opened(db_path: Path) -> Iterator[Store]:
     with open_store(db_path) as st:
         yield st
+
+
+@pytest.fixture
+def wal_sync(opened: Store) -> Iterator[WalSync]:
+    """`WalSync` attached to the opened file store; its checkpoint connection closed afterwards."""
+    sync = WalSync.attach(opened.conn, opened.location)
+    assert sync is not None
+    yield sync
+    sync.close()
+
+
+class HeldFlush:
+    """A WAL flush a test holds open: `durable` (given to the writer as its flush) says it began, then waits
+    for `release`; `data_version` (given to the hub's tail) sets `tail_looked` once the tail has polled the
+    store three times during the flush."""
+
+    def __init__(self, reader: Reader) -> None:
+        self._reader = reader
+        self._token = trio.lowlevel.current_trio_token()
+        self._polls = 0
+        self.flushing = trio.Event()
+        self.release = threading.Event()
+        self.tail_looked = trio.Event()
+
+    def durable(self) -> None:
+        trio.from_thread.run_sync(self.flushing.set, trio_token=self._token)
+        self.release.wait(10)
+
+    def data_version(self) -> int:
+        if self.flushing.is_set():
+            self._polls += 1
+            if self._polls == 3:
+                self.tail_looked.set()
+        return reads.data_version(self._reader)
 
 
 def commit(conn: apsw.Connection, *commands: Command) -> list[tuple[Any, list[Event]]]:

@@ -9,18 +9,15 @@ version.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
-import anyio
-import mcp_types as types
 import orjson
 import pytest
 import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from mcp.shared.message import SessionMessage
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 
 from agentation_mcp.agent.direct_calls import CONNECTION_CLOSED, INTERNAL_ERROR, DirectCalls
@@ -33,10 +30,9 @@ from agentation_mcp.commands import CreateAnnotation, CreateSession
 from agentation_mcp.models import JsonObject
 
 from .conftest import ANNOTATION, Store, running_writer
+from .sdk_in_process import Exchange, exchanging_with
 
 pytestmark = pytest.mark.anyio
-
-Exchange = Callable[[dict[str, Any]], Awaitable[bytes | None]]
 
 
 def initialize(version: str, request_id: int = 0) -> dict[str, Any]:
@@ -50,24 +46,9 @@ def call(request_id: int | str, name: str, arguments: Any = None, **params: Any)
     return {"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": {"name": name, **params}}
 
 
-@asynccontextmanager
-async def sdk_server(handlers: Mapping[str, Handler]) -> AsyncIterator[Exchange]:
+def sdk_server(handlers: Mapping[str, Handler]) -> AbstractAsyncContextManager[Exchange]:
     """The SDK's server for `handlers`; each exchange returns the answer as its stdio transport writes it."""
-    server = mcp_server_for(handlers)
-    inbound_send, inbound = anyio.create_memory_object_stream[SessionMessage | Exception](16)
-    outbound, outbound_receive = anyio.create_memory_object_stream[SessionMessage](16)
-
-    async def exchange(message: dict[str, Any]) -> bytes | None:
-        await inbound_send.send(SessionMessage(types.jsonrpc_message_adapter.validate_python(message)))
-        if "id" not in message:
-            return None
-        answer = await outbound_receive.receive()
-        return answer.message.model_dump_json(by_alias=True, exclude_unset=True).encode()
-
-    async with outbound_receive, trio.open_nursery() as nursery:
-        nursery.start_soon(server.run, inbound, outbound, server.create_initialization_options())
-        yield exchange
-        await inbound_send.aclose()
+    return exchanging_with(mcp_server_for(handlers))
 
 
 @asynccontextmanager

@@ -8,17 +8,14 @@ the SDK answers differently or refuses, or one it leaves to the SDK by rule.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-import anyio
-import mcp_types as types
 import pytest
 import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from mcp.shared.message import SessionMessage
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 
 from agentation_mcp.agent.features import Features
@@ -27,10 +24,9 @@ from agentation_mcp.agent.sdk_server import mcp_server_for
 from agentation_mcp.agent.tools import LocalBackend, build_handlers
 
 from .conftest import Store, running_writer
+from .sdk_in_process import Exchange, exchanging_with
 
 pytestmark = pytest.mark.anyio
-
-Exchange = Callable[[dict[str, Any]], Awaitable[bytes | None]]
 
 
 @asynccontextmanager
@@ -41,20 +37,13 @@ async def sdk_server(opened: Store, *, with_channel: bool) -> AsyncIterator[Exch
     async with running_writer(opened, hub) as writer:
         features = Features(LocalBackend(writer, hub, opened.reader), with_channel=with_channel)
         server = mcp_server_for(build_handlers(writer, hub, opened.reader), features=features)
-        inbound_send, inbound = anyio.create_memory_object_stream[SessionMessage | Exception](16)
-        outbound, outbound_receive = anyio.create_memory_object_stream[SessionMessage](16)
+        async with exchanging_with(server) as exchange:
 
-        async def exchange(message: dict[str, Any]) -> bytes | None:
-            await inbound_send.send(SessionMessage(types.jsonrpc_message_adapter.validate_python(message)))
-            if "id" not in message:
-                return None
-            answer = await outbound_receive.receive()
-            return answer.message.model_dump_json(by_alias=True, exclude_unset=True).encode() + b"\n"
+            async def line(message: dict[str, Any]) -> bytes | None:
+                answer = await exchange(message)
+                return None if answer is None else answer + b"\n"
 
-        async with outbound_receive, trio.open_nursery() as nursery:
-            nursery.start_soon(server.run, inbound, outbound, server.create_initialization_options())
-            yield exchange
-            await inbound_send.aclose()
+            yield line
 
 
 def initialize(version: str, request_id: int | str = 0, **params: Any) -> dict[str, Any]:

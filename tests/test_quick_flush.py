@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator
 from functools import partial
 from typing import Any
 
@@ -32,7 +31,7 @@ from agentation_mcp.store.connection import WalSync
 from agentation_mcp.store.hub import Hub
 from agentation_mcp.store.writer import Writer
 
-from .conftest import Store, running_writer
+from .conftest import HeldFlush, Store, running_writer
 
 ANNOTATION = {
     "comment": "Make it blue",
@@ -42,14 +41,6 @@ ANNOTATION = {
     "y": 2,
     "timestamp": 1_700_000_000_000,
 }
-
-
-@pytest.fixture
-def wal_sync(opened: Store) -> Iterator[WalSync]:
-    sync = WalSync.attach(opened.conn, opened.location)
-    assert sync is not None
-    yield sync
-    sync.close()
 
 
 def _spy_on_fsync(monkeypatch: pytest.MonkeyPatch, log: list[tuple[str, Any]]) -> None:
@@ -160,42 +151,25 @@ async def test_a_batch_flushed_while_the_tail_looked_is_published_from_the_batch
     hub = Hub(read_events, reads.last_sequence(opened.reader))
     published: list[Event] = []
     hub.add_sink(published.append)
-    token = trio.lowlevel.current_trio_token()
-    flushing = trio.Event()
-    release = threading.Event()
-
-    def durable() -> None:
-        trio.from_thread.run_sync(flushing.set, trio_token=token)
-        release.wait(10)
-
-    polls = 0
-    tail_looked = trio.Event()
-
-    def data_version() -> int:
-        nonlocal polls
-        if flushing.is_set():
-            polls += 1
-            if polls == 3:
-                tail_looked.set()
-        return reads.data_version(opened.reader)
+    held = HeldFlush(opened.reader)
 
     async def submit(writer: Writer) -> None:
         await writer.submit(CreateSession(url="http://localhost:3000/"))
 
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(partial(hub.run_tail, data_version))
+            nursery.start_soon(partial(hub.run_tail, held.data_version))
             await trio.testing.wait_all_tasks_blocked()
-            async with running_writer(opened, hub, in_thread=True, durable=durable) as writer:
+            async with running_writer(opened, hub, in_thread=True, durable=held.durable) as writer:
                 try:
                     async with trio.open_nursery() as inner:
                         inner.start_soon(submit, writer)
-                        await flushing.wait()
-                        await tail_looked.wait()
+                        await held.flushing.wait()
+                        await held.tail_looked.wait()
                         assert published == []
-                        release.set()
+                        held.release.set()
                 finally:
-                    release.set()
+                    held.release.set()
             nursery.cancel_scope.cancel()
     assert [event.sequence for event in published] == [1]
     assert read_back == []

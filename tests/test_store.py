@@ -126,15 +126,6 @@ def test_a_long_wait_is_told_on_stderr_once(
 # --- 4. WalSync -----------------------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def wal_sync(opened: Store) -> Iterator[WalSync]:
-    """`WalSync` attached to the opened file store; its checkpoint connection closed afterwards."""
-    sync = WalSync.attach(opened.conn, opened.location)
-    assert sync is not None
-    yield sync
-    sync.close()
-
-
 def test_walsync_switches_a_file_store_to_normal_sync(opened: Store) -> None:
     assert opened.conn.pragma("synchronous") == 2  # FULL, as opened
     sync = WalSync.attach(opened.conn, opened.location)

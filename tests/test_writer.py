@@ -35,7 +35,7 @@ from agentation_mcp.store import changes, connection, reads, transactions
 from agentation_mcp.store import writer as writer_module
 from agentation_mcp.store.writer import Writer, run_writer
 
-from .conftest import ANNOTATION, Store, fresh, open_store, running_writer, thread_message
+from .conftest import ANNOTATION, HeldFlush, Store, fresh, open_store, running_writer, thread_message
 from .faulty_disk import FaultyDisk
 
 pytestmark = pytest.mark.anyio
@@ -338,25 +338,7 @@ async def test_the_tail_does_not_publish_a_batch_of_this_writer_before_its_flush
     hub = opened.hub()
     published: list[int] = []
     hub.add_sink(lambda event: published.append(event.sequence))
-    token = trio.lowlevel.current_trio_token()
-    flushing = trio.Event()
-    release = threading.Event()
-
-    def durable() -> None:
-        trio.from_thread.run_sync(flushing.set, trio_token=token)
-        release.wait(10)
-
-    polls = 0
-    tail_looked = trio.Event()
-
-    def data_version() -> int:
-        nonlocal polls
-        if flushing.is_set():
-            polls += 1
-            if polls == 3:
-                tail_looked.set()
-        return reads.data_version(opened.reader)
-
+    held = HeldFlush(opened.reader)
     result: dict[str, Any] = {}
 
     async def submit(writer: Writer) -> None:
@@ -364,18 +346,18 @@ async def test_the_tail_does_not_publish_a_batch_of_this_writer_before_its_flush
 
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(hub.run_tail, data_version)
+            nursery.start_soon(hub.run_tail, held.data_version)
             await trio.testing.wait_all_tasks_blocked()
-            async with running_writer(opened, hub, in_thread=True, durable=durable) as writer:
+            async with running_writer(opened, hub, in_thread=True, durable=held.durable) as writer:
                 try:
                     async with trio.open_nursery() as inner:
                         inner.start_soon(submit, writer)
-                        await flushing.wait()  # committed; the flush has begun and not ended
-                        await tail_looked.wait()  # and the tail has polled the store since
+                        await held.flushing.wait()  # committed; the flush has begun and not ended
+                        await held.tail_looked.wait()  # and the tail has polled the store since
                         assert published == [], "the event reached listeners before the write was on disk"
-                        release.set()
+                        held.release.set()
                 finally:
-                    release.set()  # before the writer is closed: closing waits for the flush
+                    held.release.set()  # before the writer is closed: closing waits for the flush
             nursery.cancel_scope.cancel()
     assert published == [1]
     assert result["session"]["url"] == "http://localhost:3000/"
