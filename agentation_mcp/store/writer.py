@@ -109,8 +109,16 @@ class Writer:
 
     async def _committed(self, command: Command, queued: Callable[[], None] | None = None) -> tuple[Any, list[Event]]:
         reply = _Reply()
+        envelope = _Envelope(command, reply)
+        # `send` yields even when the mailbox has room, and the wait for the reply yields again: with
+        # room, the command goes in without that first trip through the scheduler (a cancelled caller
+        # still submits nothing).
+        await trio.lowlevel.checkpoint_if_cancelled()
         try:
-            await self._send.send(_Envelope(command, reply))
+            try:
+                self._send.send_nowait(envelope)
+            except trio.WouldBlock:
+                await self._send.send(envelope)
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             raise StoreClosed() from None
         if queued is not None:
