@@ -13,7 +13,7 @@ import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pytest
 import trio
@@ -40,6 +40,7 @@ class RawSession:
     def __init__(self, process: trio.Process) -> None:
         self.process = process
         self.buffer = b""
+        self.handshake: Any = None  # the answer to `initialize`, once `initialized_server` has it
 
     async def send(self, line: str | bytes) -> None:
         data = line if isinstance(line, bytes) else line.encode()
@@ -57,19 +58,24 @@ class RawSession:
 
 
 @asynccontextmanager
-async def initialized_server(home: Path) -> AsyncIterator[RawSession]:
-    """A real `server --mcp-only` on `home`, past the handshake; on leaving, stdin closes and it must exit 0."""
+async def initialized_server(
+    home: Path, *python_options: str, stderr: IO[bytes] | None = None
+) -> AsyncIterator[RawSession]:
+    """A real `server --mcp-only` on `home` (Python run with `python_options`), past the handshake; on leaving,
+    stdin closes and it must exit 0."""
     process = await trio.lowlevel.open_process(
-        [sys.executable, "-m", "agentation_mcp", "server", "--mcp-only"],
+        [sys.executable, *python_options, "-m", "agentation_mcp", "server", "--mcp-only"],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
+        stderr=stderr,
         env=server_env(home),
     )
     try:
         with trio.fail_after(60):
             raw = RawSession(process)
             await raw.send(json.dumps(INITIALIZE))
-            assert (await raw.receive())["id"] == 1
+            raw.handshake = await raw.receive()
+            assert raw.handshake["id"] == 1
             await raw.send(json.dumps({"jsonrpc": "2.0", "method": "notifications/initialized"}))
             yield raw
             assert process.stdin is not None
@@ -244,32 +250,14 @@ async def test_a_session_of_handshake_tools_list_and_calls_never_loads_the_sdk(t
     home = tmp_path / "home"
     imports = tmp_path / "importtime.txt"
     with imports.open("wb") as stderr:
-        process = await trio.lowlevel.open_process(
-            [sys.executable, "-X", "importtime", "-m", "agentation_mcp", "server", "--mcp-only"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=stderr,
-            env=server_env(home),
-        )
-        try:
-            with trio.fail_after(60):
-                raw = RawSession(process)
-                await raw.send(json.dumps(INITIALIZE))
-                assert (await raw.receive())["result"]["protocolVersion"] == "2025-06-18"
-                await raw.send(json.dumps({"jsonrpc": "2.0", "method": "notifications/initialized"}))
-                await raw.send(_request(2, "tools/list"))
-                assert len((await raw.receive())["result"]["tools"]) == 9
-                await raw.send(_request(3, "tools/call", **LIST_SESSIONS))
-                assert (await raw.receive())["result"]["structuredContent"] == {"sessions": []}
-                await raw.send(_request(4, "ping"))
-                assert await raw.receive() == {"jsonrpc": "2.0", "id": 4, "result": {}}
-                assert process.stdin is not None
-                await process.stdin.aclose()
-                assert await process.wait() == 0
-        finally:
-            if process.returncode is None:
-                process.kill()
-                await process.wait()
+        async with initialized_server(home, "-X", "importtime", stderr=stderr) as raw:
+            assert raw.handshake["result"]["protocolVersion"] == "2025-06-18"
+            await raw.send(_request(2, "tools/list"))
+            assert len((await raw.receive())["result"]["tools"]) == 9
+            await raw.send(_request(3, "tools/call", **LIST_SESSIONS))
+            assert (await raw.receive())["result"]["structuredContent"] == {"sessions": []}
+            await raw.send(_request(4, "ping"))
+            assert await raw.receive() == {"jsonrpc": "2.0", "id": 4, "result": {}}
     loaded = {line.rsplit("|", 1)[-1].strip() for line in imports.read_text().splitlines() if "|" in line}
     assert "agentation_mcp.agent.stdio" in loaded
     assert not {name for name in loaded if name.split(".")[0] in ("mcp", "mcp_types", "pydantic")}
