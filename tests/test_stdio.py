@@ -58,10 +58,10 @@ class RawSession:
 
 
 @asynccontextmanager
-async def initialized_server(
-    home: Path, *python_options: str, stderr: IO[bytes] | None = None
+async def raw_server(
+    home: Path, *python_options: str, stderr: IO[bytes] | int | None = None
 ) -> AsyncIterator[RawSession]:
-    """A real `server --mcp-only` on `home` (Python run with `python_options`), past the handshake; on leaving,
+    """A real `server --mcp-only` on `home` (Python run with `python_options`), spoken to in raw lines; on leaving,
     stdin closes and it must exit 0."""
     process = await trio.lowlevel.open_process(
         [sys.executable, *python_options, "-m", "agentation_mcp", "server", "--mcp-only"],
@@ -72,12 +72,7 @@ async def initialized_server(
     )
     try:
         with trio.fail_after(60):
-            raw = RawSession(process)
-            await raw.send(json.dumps(INITIALIZE))
-            raw.handshake = await raw.receive()
-            assert raw.handshake["id"] == 1
-            await raw.send(json.dumps({"jsonrpc": "2.0", "method": "notifications/initialized"}))
-            yield raw
+            yield RawSession(process)
             assert process.stdin is not None
             await process.stdin.aclose()
             assert await process.wait() == 0
@@ -85,6 +80,19 @@ async def initialized_server(
         if process.returncode is None:
             process.kill()
             await process.wait()
+
+
+@asynccontextmanager
+async def initialized_server(
+    home: Path, *python_options: str, stderr: IO[bytes] | int | None = None
+) -> AsyncIterator[RawSession]:
+    """`raw_server`, past the handshake (its answer kept as `handshake`)."""
+    async with raw_server(home, *python_options, stderr=stderr) as raw:
+        await raw.send(json.dumps(INITIALIZE))
+        raw.handshake = await raw.receive()
+        assert raw.handshake["id"] == 1
+        await raw.send(json.dumps({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+        yield raw
 
 
 HOSTILE: list[tuple[str, int, Any, str]] = [
@@ -123,43 +131,23 @@ def test_each_unreadable_line_has_its_answer(line: str, code: int, request_id: A
 
 
 async def test_the_server_answers_every_hostile_line_and_keeps_serving(tmp_path: Path) -> None:
-    process = await trio.lowlevel.open_process(
-        [sys.executable, "-m", "agentation_mcp", "server", "--mcp-only"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=server_env(tmp_path / "home"),
-    )
-    try:
-        with trio.fail_after(60):
-            session = RawSession(process)
-            await session.send(json.dumps(INITIALIZE))
-            assert (await session.receive())["id"] == 1
-            await session.send(json.dumps({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+    async with initialized_server(tmp_path / "home", stderr=subprocess.PIPE) as session:
+        for line, code, request_id, text in HOSTILE:
+            await session.send(line)
+            reply = await session.receive()
+            assert reply["jsonrpc"] == "2.0"
+            assert reply["id"] == request_id
+            assert reply["error"]["code"] == code
+            assert text in reply["error"]["message"]
 
-            for line, code, request_id, text in HOSTILE:
-                await session.send(line)
-                reply = await session.receive()
-                assert reply["jsonrpc"] == "2.0"
-                assert reply["id"] == request_id
-                assert reply["error"]["code"] == code
-                assert text in reply["error"]["message"]
-
-            await session.send("")  # an empty line is no message, and gets no answer
-            await session.send(json.dumps({"jsonrpc": "2.0", "id": 99, "method": "ping"}))
-            assert await session.receive() == {"jsonrpc": "2.0", "id": 99, "result": {}}
-
-            assert process.stdin is not None
-            await process.stdin.aclose()
-            assert await process.wait() == 0
-            assert process.stderr is not None
-            stderr = b""
-            while chunk := await process.stderr.receive_some(65536):
-                stderr += chunk
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
+        await session.send("")  # an empty line is no message, and gets no answer
+        await session.send(json.dumps({"jsonrpc": "2.0", "id": 99, "method": "ping"}))
+        assert await session.receive() == {"jsonrpc": "2.0", "id": 99, "result": {}}
+    assert session.process.stderr is not None
+    stderr = b""
+    with trio.fail_after(10):
+        while chunk := await session.process.stderr.receive_some(65536):
+            stderr += chunk
     logged = [line for line in stderr.decode().splitlines() if "Answered a message on stdin with an error" in line]
     assert len(logged) == len(HOSTILE)
 
@@ -283,30 +271,15 @@ async def test_the_sdk_loaded_after_our_handshake_serves_the_session_in_the_same
 
 
 async def test_a_handshake_it_does_not_answer_goes_to_the_sdk_with_everything_after_it(tmp_path: Path) -> None:
-    process = await trio.lowlevel.open_process(
-        [sys.executable, "-m", "agentation_mcp", "server", "--mcp-only"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        env=server_env(tmp_path / "home"),
-    )
-    try:
-        with trio.fail_after(60):
-            raw = RawSession(process)
-            await raw.send(_request(1, "tools/list"))
-            refused = await raw.receive()
-            assert refused["id"] == 1
-            assert "error" in refused, "the SDK refuses a listing before the handshake"
-            params = {**INITIALIZE["params"], "protocolVersion": "2099-01-01"}  # type: ignore[dict-item]
-            await raw.send(json.dumps({**INITIALIZE, "id": 2, "params": params}))
-            answer = await raw.receive()
-            assert answer["id"] == 2
-            assert answer["result"]["protocolVersion"] == "2025-11-25", "the SDK's newest"
-            await raw.send(_request(3, "tools/call", **LIST_SESSIONS))
-            assert (await raw.receive())["result"]["structuredContent"] == {"sessions": []}
-            assert process.stdin is not None
-            await process.stdin.aclose()
-            assert await process.wait() == 0
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
+    async with raw_server(tmp_path / "home") as raw:
+        await raw.send(_request(1, "tools/list"))
+        refused = await raw.receive()
+        assert refused["id"] == 1
+        assert "error" in refused, "the SDK refuses a listing before the handshake"
+        params = {**INITIALIZE["params"], "protocolVersion": "2099-01-01"}  # type: ignore[dict-item]
+        await raw.send(json.dumps({**INITIALIZE, "id": 2, "params": params}))
+        answer = await raw.receive()
+        assert answer["id"] == 2
+        assert answer["result"]["protocolVersion"] == "2025-11-25", "the SDK's newest"
+        await raw.send(_request(3, "tools/call", **LIST_SESSIONS))
+        assert (await raw.receive())["result"]["structuredContent"] == {"sessions": []}
