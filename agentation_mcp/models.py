@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 import operator
-import secrets
+import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -129,8 +129,14 @@ def _base36(n: int) -> str:
 
 
 def new_id() -> str:
-    """An id in the reference's form: `<ms since epoch, base 36>-<6 random base-36 chars>`."""
-    return f"{_base36(now_ms())}-{_base36(secrets.randbelow(36**6)).rjust(6, '0')}"
+    """An id in the reference's form: `<ms since epoch, base 36>-<6 random base-36 chars>`.
+
+    The random part only keeps ids of the same millisecond apart, as the
+    reference's does; it is no secret, so it comes from `random` (seeded
+    from the OS once, and again in a forked child), not from a system call
+    per id as `secrets` would make.
+    """
+    return f"{_base36(now_ms())}-{_base36(random.randrange(36**6)).rjust(6, '0')}"
 
 
 def js_number(value: Any) -> Any:

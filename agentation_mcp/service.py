@@ -240,7 +240,7 @@ async def serve(settings: Settings) -> bool:
                     hub,
                     in_thread=not location.in_memory,
                     durable=wal_sync,
-                    quick_flush=wal_sync.flush_if_quick if wal_sync else None,
+                    quick_flush=wal_sync,
                     lock_wait=lock_wait,
                 )
             )

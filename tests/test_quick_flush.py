@@ -1,12 +1,16 @@
 """The writer's quick flush, and its answering of flushed batches without reading its own events back.
 
 * A lone command, with nothing else queued or being flushed, is flushed
-  (`WalSync.flush_if_quick`) on the trio thread, then published, then
+  (`WalSync.quick`, `WalSync.flush`) on the trio thread, then published, then
   answered: each answer comes after its own fsync of the WAL.
 * A disk whose flushes are slow, a checkpoint that is due, a batch of
   several commands, or a command that waited for another process's lock
   (other tasks ran after its COMMIT) goes to the database thread as before.
 * `WalSync` counts every flush and the time they took.
+* The caller's task stands in for the writer task for a lone command when
+  writes come one at a time: same order of flush, publication and answer,
+  no batch split, nothing committed for a cancelled or late caller, and one
+  client's writes in order whoever commits them.
 * When the cross-process tail looked at the store while a batch was being
   flushed, the batch's events still reach listeners from the batch itself,
   not read back from the table.
@@ -24,12 +28,13 @@ import trio
 import trio.lowlevel
 import trio.testing
 
-from agentation_mcp.commands import CreateAnnotation, CreateSession
-from agentation_mcp.models import Event
+from agentation_mcp.commands import AddThreadMessage, CreateAnnotation, CreateSession, NewThreadMessage
+from agentation_mcp.errors import StoreClosed
+from agentation_mcp.models import Event, to_json
 from agentation_mcp.store import connection, reads
 from agentation_mcp.store.connection import WalSync
 from agentation_mcp.store.hub import Hub
-from agentation_mcp.store.writer import Writer
+from agentation_mcp.store.writer import QUIET_PASSES, Writer
 
 from .conftest import HeldFlush, Store, running_writer
 
@@ -55,7 +60,7 @@ def _spy_on_fsync(monkeypatch: pytest.MonkeyPatch, log: list[tuple[str, Any]]) -
 
 
 def _writer(opened: Store, hub: Hub, sync: WalSync) -> Any:
-    return running_writer(opened, hub, in_thread=True, durable=sync, quick_flush=sync.flush_if_quick)
+    return running_writer(opened, hub, in_thread=True, durable=sync, quick_flush=sync)
 
 
 @pytest.mark.anyio
@@ -82,6 +87,9 @@ async def test_a_lone_write_is_flushed_on_the_trio_thread_then_published_then_an
     assert log == expected
     assert wal_sync.flushes == n
     assert wal_sync.flush_seconds > 0
+    stats = writer.statistics()
+    assert stats.committed_by_caller == n  # each on its caller's task: the writer task never woke for one
+    assert stats.commands == n
 
 
 @pytest.mark.anyio
@@ -199,3 +207,155 @@ async def test_a_write_that_waited_for_another_process_lock_is_flushed_on_the_da
     finally:
         other.close()
     assert log == [("fsync", "agentation-database")]
+
+
+@pytest.mark.anyio
+async def test_writes_in_one_scheduler_pass_form_a_batch_and_callers_then_leave_commits_to_the_writer_task(
+    opened: Store, wal_sync: WalSync
+) -> None:
+    wal_sync.QUICK_SECONDS = 3600.0
+    n = 12
+    with trio.fail_after(10):
+        async with _writer(opened, opened.hub(), wal_sync) as writer:
+            go = trio.Event()
+
+            async def submit(i: int) -> None:
+                await go.wait()
+                await writer.submit(CreateSession(url=f"http://localhost:{3000 + i}/"))
+
+            async with trio.open_nursery() as nursery:
+                for i in range(n):
+                    nursery.start_soon(submit, i)
+                await trio.testing.wait_all_tasks_blocked()
+                go.set()  # every submitter runs in the same pass
+            burst = writer.statistics()
+            # Right after concurrent writes, a lone one still goes through the writer task...
+            await writer.submit(CreateSession(url="http://localhost:4000/"))
+            after_burst = writer.statistics()
+            # ...until writes have come one at a time for a while.
+            for _ in range(QUIET_PASSES + 1):
+                await trio.lowlevel.checkpoint()
+            await writer.submit(CreateSession(url="http://localhost:4001/"))
+            quiet = writer.statistics()
+    assert burst.commands == n
+    assert burst.committed_by_caller <= 1  # at most the first of the pass, before the others came
+    assert burst.largest_batch == n - burst.committed_by_caller
+    assert after_burst.committed_by_caller == burst.committed_by_caller
+    assert quiet.committed_by_caller == burst.committed_by_caller + 1
+
+
+@pytest.mark.anyio
+async def test_a_cancelled_caller_commits_nothing_and_a_closed_writer_takes_nothing(
+    opened: Store, wal_sync: WalSync
+) -> None:
+    wal_sync.QUICK_SECONDS = 3600.0
+    with trio.fail_after(10):
+        async with _writer(opened, opened.hub(), wal_sync) as writer:
+            with trio.CancelScope() as scope:
+                scope.cancel()
+                await writer.submit(CreateSession(url="http://localhost:3000/"))
+            assert scope.cancelled_caught
+            writer.close()
+            with pytest.raises(StoreClosed):
+                await writer.submit(CreateSession(url="http://localhost:3001/"))
+    assert writer.statistics().commands == 0
+    assert opened.conn.execute("SELECT COUNT(*) FROM sessions").get == 0
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("seed", range(5))
+async def test_each_clients_writes_stay_in_order_whether_their_caller_or_the_writer_task_commits_them(
+    opened: Store, wal_sync: WalSync, seed: int
+) -> None:
+    """Eight clients reply to one annotation, each waiting for its answer before the next: first all
+    at once with random pauses between (the first replies of all of them in one pass: a batch), then
+    one client at a time (their callers commit them). Every client's replies are in its own order in
+    the thread, every answer comes after its flush and publication, and the events go out in
+    sequence order."""
+    import random
+
+    wal_sync.QUICK_SECONDS = 3600.0
+    rng = random.Random(seed)
+    clients, replies = 8, 10
+    pauses = [[0] + [rng.choice((0, 0, 1, 3, 4 * QUIET_PASSES)) for _ in range(replies - 1)] for _ in range(clients)]
+    hub = opened.hub()
+    published: list[int] = []
+    texts: list[str] = []
+
+    def sink(event: Event) -> None:
+        published.append(event.sequence)
+        texts.append(to_json(event.payload))
+
+    hub.add_sink(sink)
+    with trio.fail_after(30):
+        async with _writer(opened, hub, wal_sync) as writer:
+            session = await writer.submit(CreateSession(url="http://localhost:3000/"))
+            annotation = await writer.submit(CreateAnnotation.from_body(session["id"], ANNOTATION))
+            flushes_before = wal_sync.flushes
+
+            async def reply(c: int, r: int) -> None:
+                message = NewThreadMessage("human", f"{c}:{r}")
+                await writer.submit(AddThreadMessage(annotation["id"], message))
+                # Its own events went out, after a flush, before its answer.
+                assert any(f'"{c}:{r}"' in text for text in texts)
+                assert wal_sync.flushes > flushes_before
+
+            async def client(c: int) -> None:
+                for r in range(replies):
+                    for _ in range(pauses[c][r]):
+                        await trio.lowlevel.checkpoint()
+                    await reply(c, r)
+
+            async with trio.open_nursery() as nursery:
+                for c in range(clients):
+                    nursery.start_soon(client, c)
+            together = writer.statistics()
+            for c in range(clients):
+                for r in range(replies, 2 * replies):
+                    for _ in range(QUIET_PASSES):
+                        await trio.lowlevel.checkpoint()
+                    await reply(c, r)
+            stats = writer.statistics()
+    thread = reads.get_annotation(opened.reader, annotation["id"])["thread"]
+    for c in range(clients):
+        mine = [m["content"] for m in thread if m["content"].startswith(f"{c}:")]
+        assert mine == [f"{c}:{r}" for r in range(2 * replies)]
+    assert published == list(range(1, reads.last_sequence(opened.reader) + 1))
+    assert stats.commands == 2 + 2 * clients * replies
+    assert together.largest_batch > 1
+    assert stats.committed_by_caller - together.committed_by_caller == clients * replies
+
+
+@pytest.mark.anyio
+async def test_a_command_handed_to_the_waiting_writer_task_commits_before_a_later_callers_own(
+    opened: Store, wal_sync: WalSync
+) -> None:
+    """The first write goes to the mailbox (another task waits to run), straight to the waiting writer
+    task, and so into no buffer; the second, sent once the first is queued (as a client's turn passes),
+    must not commit on its own task before the writer task has committed the first. Trio runs the
+    tasks of a pass in a random order, so this is tried many times."""
+    wal_sync.QUICK_SECONDS = 3600.0
+    with trio.fail_after(30):
+        async with _writer(opened, opened.hub(), wal_sync) as writer:
+            session = await writer.submit(CreateSession(url="http://localhost:3000/"))
+            for _ in range(40):
+                annotation = await writer.submit(CreateAnnotation.from_body(session["id"], ANNOTATION))
+                first_queued = trio.Event()
+
+                async def first(nursery: trio.Nursery, annotation_id: str, queued: trio.Event) -> None:
+                    nursery.start_soon(trio.lowlevel.checkpoint)  # another task waits to run
+                    message = NewThreadMessage("human", "first")
+                    await writer.submit(AddThreadMessage(annotation_id, message), queued=queued.set)
+
+                async def second(annotation_id: str, queued: trio.Event) -> None:
+                    await queued.wait()
+                    await writer.submit(AddThreadMessage(annotation_id, NewThreadMessage("human", "second")))
+
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(second, annotation["id"], first_queued)
+                    await trio.testing.wait_all_tasks_blocked()
+                    nursery.start_soon(first, nursery, annotation["id"], first_queued)
+                thread = reads.get_annotation(opened.reader, annotation["id"])["thread"]
+                assert [m["content"] for m in thread] == ["first", "second"]
+            stats = writer.statistics()
+    assert stats.committed_by_caller > 1  # the callers' own path was open along the way

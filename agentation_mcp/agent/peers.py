@@ -60,6 +60,7 @@ class Peers:
         self._peers: dict[int, Peer] = {}
         self._expected: dict[int, Callable[[], Awaitable[None]]] = {}
         self.joined = trio.Event()  # set (and replaced) each time a client joins: for tests and waiters
+        self._arrived = trio.Event()  # set when a client joins or is expected
 
     def __len__(self) -> int:
         """The clients connected, those expected included."""
@@ -70,7 +71,14 @@ class Peers:
         Returns the function that forgets it: call it once the client has joined or gone."""
         key = id(join)
         self._expected[key] = join
+        self._arrived.set()
         return lambda: self._expected.pop(key, None) and None
+
+    async def wait_for_any(self) -> None:
+        """Return once a client is connected or expected (at once if one is)."""
+        while not len(self):
+            self._arrived = trio.Event()
+            await self._arrived.wait()
 
     async def join_expected(self) -> None:
         """Bring in every expected client, so that a broadcast reaches it too."""
@@ -84,6 +92,7 @@ class Peers:
         if found is None:
             found = self._peers[id(connection)] = Peer(connection)
             connection.exit_stack.callback(self._peers.pop, id(connection), None)
+            self._arrived.set()
             self.joined.set()
             self.joined = trio.Event()
         return found

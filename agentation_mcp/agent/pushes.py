@@ -1,13 +1,16 @@
 """What the server sends its clients unasked as the store changes, in every process sharing it.
 
-The hub publishes this process's commits and, through its tail, every other process's; this task
-follows it and turns each event into notifications: `resources/list_changed` when a session is
-created, `resources/updated` for each subscribed resource the event touches, and, with the channel
-on, `claude/channel` for each new annotation.
+The hub publishes this process's commits and, through its tail, every other process's; while any
+client is connected, this task follows it and turns each event into notifications:
+`resources/list_changed` when a session is created, `resources/updated` for each subscribed resource
+the event touches, and, with the channel on, `claude/channel` for each new annotation. With no
+client connected it does not follow the hub at all: there is nobody to notify, and following would
+wake it (and keep the cross-process tail polling) for every write.
 """
 
 from __future__ import annotations
 
+from contextlib import aclosing
 from functools import partial
 from typing import Any
 
@@ -38,11 +41,15 @@ def _subscribed(uri: str, peer: Peer) -> bool:
 async def run_pushes(
     hub: Hub, peers: Peers, *, with_channel: bool, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
 ) -> None:
-    """Follow the hub from the moment it starts, until cancelled, sending each event's notifications."""
-    after = hub.last_published
+    """Follow the hub while any client is connected, until cancelled, sending each event's notifications."""
     task_status.started()
-    async for event in hub.follow(after):
-        await _push(event, peers, with_channel)
+    while True:
+        await peers.wait_for_any()
+        async with aclosing(hub.follow(hub.last_published)) as events:
+            async for event in events:
+                await _push(event, peers, with_channel)
+                if not len(peers):
+                    break
 
 
 async def _push(event: Event, peers: Peers, with_channel: bool) -> None:

@@ -166,14 +166,18 @@ class WalSync:
     their own, so they never touch the writer's while it commits the next
     batch.
 
-    `flush_if_quick` is the other way in, for the writer with one caller
-    waiting and nothing else queued: it flushes right away on the calling
-    thread when the disk has been flushing in under `QUICK_SECONDS` and no
-    checkpoint is due, and otherwise does nothing and says so. Measured, a
-    hop to the database thread and back cost as much as a fast disk's
-    fsync; a slow disk (one flush over `QUICK_SECONDS` is enough) keeps
-    every flush on the database thread until its flushes are fast again.
-    `flushes` and `flush_seconds` count every fsync, both ways.
+    `quick` and `flush` are the other way in, for a lone command with
+    nothing else queued or being flushed: the writer flushes it right away
+    on the trio thread when the disk has been flushing in under
+    `QUICK_SECONDS` and no checkpoint is due. Measured, a hop to the
+    database thread and back cost as much as a fast disk's fsync; a slow
+    disk (one flush over `QUICK_SECONDS` is enough) keeps every flush on the
+    database thread until its flushes are fast again. `flushes` and
+    `flush_seconds` count every fsync, both ways.
+
+    The WAL file stays open for the flushes (opening it for each one was
+    two more system calls a write). SQLite keeps the file while any
+    connection has the store open, and ours do until `close`.
     """
 
     CHECKPOINT_PAGES = 1000
@@ -182,6 +186,7 @@ class WalSync:
     def __init__(self, checkpointer: apsw.Connection, wal_path: str) -> None:
         self.checkpointer = checkpointer
         self.wal_path = wal_path
+        self._wal_fd: int | None = None
         self.pages = 0
         self.flushes = 0
         self.flush_seconds = 0.0
@@ -206,27 +211,23 @@ class WalSync:
         self.pages = pages
         return apsw.SQLITE_OK
 
-    def _flush(self) -> None:
+    def flush(self) -> None:
+        """Flush the WAL file to disk, on the calling thread."""
         started = time.perf_counter()
-        fd = os.open(self.wal_path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        if self._wal_fd is None:
+            self._wal_fd = os.open(self.wal_path, os.O_RDONLY | os.O_CLOEXEC)
+        os.fsync(self._wal_fd)
         took = time.perf_counter() - started
         self.flushes += 1
         self.flush_seconds += took
         self._recent = max(took, self._recent * 0.875 + took * 0.125)
 
-    def flush_if_quick(self) -> bool:
-        """Flush the WAL here and now if that is quick (see the class); False, with nothing done, if not."""
-        if self.pages >= self.CHECKPOINT_PAGES or self._recent >= self.QUICK_SECONDS:
-            return False
-        self._flush()
-        return True
+    def quick(self) -> bool:
+        """Whether a flush now is expected to be quick (see the class), with no checkpoint due."""
+        return self.pages < self.CHECKPOINT_PAGES and self._recent < self.QUICK_SECONDS
 
     def __call__(self) -> None:
-        self._flush()
+        self.flush()
         if self.pages >= self.CHECKPOINT_PAGES:
             try:
                 wal_pages, _ = self.checkpointer.wal_checkpoint(mode=apsw.SQLITE_CHECKPOINT_PASSIVE)
@@ -247,6 +248,9 @@ class WalSync:
                 self.flushes,
                 self.flush_seconds * 1000 / self.flushes,
             )
+        if self._wal_fd is not None:
+            os.close(self._wal_fd)
+            self._wal_fd = None
         self.checkpointer.close()
 
 

@@ -21,6 +21,18 @@ Invariants:
   (`quick_flush`): then the writer flushes, publishes and replies itself,
   with no hop to the database thread and back (which cost as much as the
   fsync).
+* The caller's own task may stand in for the writer task. When the writer
+  is idle (waiting for its mailbox, nothing queued, nothing being flushed),
+  writes have come one at a time lately (no two tasks writing in one pass
+  of trio's scheduler, no batch of several, for the last `QUIET_PASSES` passes: under
+  concurrent writes, group commit does better), no other task waits to run,
+  and a flush now would be quick, `submit` commits, flushes and publishes the command
+  itself, in one synchronous step, exactly as the writer would have for a
+  lone command: the same connection, no `await` between the check and the
+  reply, so writes stay serial and in order. This saves the two trips
+  through trio's scheduler (to the writer task and back) that a lone write
+  otherwise costs. Anything else (a batch forming, a lock held by another
+  process, a slow disk, a checkpoint due) goes through the mailbox.
 * A reply means committed and flushed: callers get their result, and the hub
   the events, only after COMMIT and the flush. A caller cancelled while
   waiting may still have had its command committed.
@@ -37,7 +49,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 import outcome
 import trio
@@ -72,6 +84,19 @@ class WriterStatistics:
     commands: int
     batches: int
     largest_batch: int
+    committed_by_caller: int  # commands the caller's own task committed (see the module's docstring)
+
+
+class QuickFlush(Protocol):
+    """A flush the writer may do on the trio thread (`store.WalSync` is one)."""
+
+    def quick(self) -> bool:
+        """Whether a flush now is expected to be quick, with no checkpoint due."""
+        ...
+
+    def flush(self) -> None:
+        """Flush the WAL to disk, here and now."""
+        ...
 
 
 class Writer:
@@ -80,9 +105,12 @@ class Writer:
     def __init__(self, send: trio.MemorySendChannel[_Envelope], receive: trio.MemoryReceiveChannel[_Envelope]):
         self._send = send
         self._receive = receive
+        self._here: Callable[[_Envelope], bool] | None = None  # set by the writer task while it may be stood in for
+        self.in_mailbox = 0  # commands sent and not yet taken by the writer task
         self.commands = 0
         self.batches = 0
         self.largest_batch = 0
+        self.committed_by_caller = 0
 
     async def submit(self, command: Command, queued: Callable[[], None] | None = None) -> Any:
         """Apply `command` and return its result once it is committed.
@@ -114,27 +142,41 @@ class Writer:
         # room, the command goes in without that first trip through the scheduler (a cancelled caller
         # still submits nothing).
         await trio.lowlevel.checkpoint_if_cancelled()
-        try:
+        if self._here is None or not self._here(envelope):
+            # Counted until the writer task takes it: a command handed straight to the waiting writer
+            # task is in no buffer, and no caller may commit its own before the writer task has this one.
+            self.in_mailbox += 1
             try:
-                self._send.send_nowait(envelope)
-            except trio.WouldBlock:
-                await self._send.send(envelope)
-        except (trio.ClosedResourceError, trio.BrokenResourceError):
-            raise StoreClosed() from None
+                try:
+                    self._send.send_nowait(envelope)
+                except trio.WouldBlock:
+                    await self._send.send(envelope)
+            except (trio.ClosedResourceError, trio.BrokenResourceError):
+                self.in_mailbox -= 1
+                raise StoreClosed() from None
+            except BaseException:
+                self.in_mailbox -= 1
+                raise
         if queued is not None:
             queued()
-        await reply.done.wait()
+        if not reply.done.is_set():  # committed here, it usually is: then no trip through the scheduler
+            await reply.done.wait()
         assert reply.result is not None
         committed: tuple[Any, list[Event]] = reply.result.unwrap()
         return committed
 
     def close(self) -> None:
         """Stop taking commands; those already queued are still committed."""
+        self._here = None
         self._send.close()
 
     def statistics(self) -> WriterStatistics:
         return WriterStatistics(
-            self._send.statistics().current_buffer_used, self.commands, self.batches, self.largest_batch
+            self._send.statistics().current_buffer_used,
+            self.commands,
+            self.batches,
+            self.largest_batch,
+            self.committed_by_caller,
         )
 
 
@@ -175,7 +217,7 @@ async def run_writer(
     *,
     in_thread: bool = True,
     durable: Callable[[], None] | None = None,
-    quick_flush: Callable[[], bool] | None = None,
+    quick_flush: QuickFlush | None = None,
     lock_wait: LockWait | None = None,
     mailbox: int = 64,
     max_batch: int = 256,
@@ -187,9 +229,10 @@ async def run_writer(
     and on the database thread when another process holds it (waiting for a
     lock must not stop the event loop). `durable`, when given, runs on the
     database thread after each COMMIT and before any caller hears of it
-    (see `store.WalSync`); `quick_flush`, when given, is tried first on the
-    trio thread for a lone command (`WalSync.flush_if_quick`: True when it
-    flushed). `lock_wait`, when given, is how a batch on the
+    (see `store.WalSync`); `quick_flush`, when given, flushes a lone command
+    on the trio thread instead when it says that is quick, and lets callers
+    commit a lone command on their own task (see the module's docstring).
+    `lock_wait`, when given, is how a batch on the
     database thread waits for the lock (see `store.LockWait`).
     `in_thread=False` keeps everything on the trio thread: for the in-memory
     store, and for tests on trio's virtual clock.
@@ -210,6 +253,7 @@ async def run_writer(
 Committed = list[CommandOutcome]
 """The outcome of each command of one committed batch, in order."""
 _UNFLUSHED = 64  # committed batches waiting for their flush before the writer stops taking more
+QUIET_PASSES = 64  # scheduler passes with writes one at a time before a caller may commit its own
 
 
 async def _serve(
@@ -219,7 +263,7 @@ async def _serve(
     hub: Hub,
     database: DatabaseThread | None,
     durable: Callable[[], None] | None,
-    quick_flush: Callable[[], bool] | None,
+    quick_flush: QuickFlush | None,
     lock_wait: LockWait | None,
     max_batch: int,
 ) -> None:
@@ -232,56 +276,142 @@ async def _serve(
     flushes, flushed = trio.open_memory_channel[tuple[list[_Envelope], Committed]](_UNFLUSHED)
     unflushed: deque[int] = deque()  # the first sequence of each committed batch not yet answered
     in_flight = [0]  # batches handed to `_answer` and not yet answered
+    busy = False  # the writer task holds a batch (committing it, or waiting for the lock or the mailbox to flush)
+    passes = _SchedulerPasses()
+    submitted_in_pass = -1  # the scheduler pass of the latest `commit_here` call, and its task
+    submitter: trio.lowlevel.Task | None = None
+    concurrent_in_pass = -QUIET_PASSES  # the latest pass that saw two writes in one pass, or a batch of several
     health = _Health()
     if database is None or durable is None:
         quick_flush = None
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(_answer, flushed, hub, database, durable, unflushed, in_flight)
-        async with receive, flushes:
-            async for first in receive:
-                batch = [first]
-                while len(batch) < max_batch:
-                    try:
-                        batch.append(receive.receive_nowait())
-                    except (trio.WouldBlock, trio.EndOfChannel):
-                        break
-                commands = [envelope.command for envelope in batch]
-                waited = False  # for the lock, on the database thread: other tasks ran since its COMMIT
-                try:
+
+    def counted(commands: list[Command], results: Committed) -> Committed:
+        health.saw(results)
+        writer.commands += len(commands)
+        writer.batches += 1
+        writer.largest_batch = max(writer.largest_batch, len(commands))
+        return results
+
+    def commit_here(envelope: _Envelope) -> bool:
+        """Commit a lone command on the caller's task; False, with nothing done, if not now.
+
+        Once committed, the command is flushed, published and answered here
+        too, unless its commit made a checkpoint due: then its flush (and the
+        checkpoint) go to the database thread the writer task's way.
+        """
+        nonlocal submitted_in_pass, submitter, concurrent_in_pass
+        assert quick_flush is not None
+        task = trio.lowlevel.current_task()
+        if submitted_in_pass == passes.count and submitter is not task:
+            concurrent_in_pass = passes.count
+        submitted_in_pass, submitter = passes.count, task
+        if (
+            passes.count - concurrent_in_pass < QUIET_PASSES
+            or busy
+            or in_flight[0]
+            or writer.in_mailbox
+            or trio.lowlevel.current_statistics().tasks_runnable
+            or not quick_flush.quick()
+        ):
+            return False
+        batch = [envelope]
+        results = _try_commit(conn, [envelope.command], lock_wait)
+        if results is None:
+            return False  # another process holds the write lock: the writer task waits for it
+        counted([envelope.command], results)
+        writer.committed_by_caller += 1
+        first_sequence = _first_sequence(results)
+        if first_sequence is None:
+            _publish_and_reply(hub, batch, results)  # nothing changed that needs the disk
+        elif quick_flush.quick():
+            _flush_here(quick_flush)
+            # Nothing was awaited since COMMIT, so no listener can have heard of it before now.
+            _publish_and_reply(hub, batch, results)
+        else:
+            unflushed.append(first_sequence)
+            hub.hold_from(unflushed[0])
+            in_flight[0] += 1
+            flushes.send_nowait((batch, results))  # nothing was in flight: there is room
+        return True
+
+    if quick_flush is not None:
+        trio.lowlevel.add_instrument(passes)
+        writer._here = commit_here
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_answer, flushed, hub, database, durable, unflushed, in_flight)
+            async with receive, flushes:
+                async for first in receive:
+                    busy = True
+                    batch = [first]
+                    while len(batch) < max_batch:
+                        try:
+                            batch.append(receive.receive_nowait())
+                        except (trio.WouldBlock, trio.EndOfChannel):
+                            break
+                    writer.in_mailbox -= len(batch)
+                    if len(batch) > 1:
+                        concurrent_in_pass = passes.count
+                    commands = [envelope.command for envelope in batch]
+                    waited = False  # for the lock, on the database thread: other tasks ran since its COMMIT
                     if database is None:
-                        results = commit_batch(conn, commands)
+                        results = _try_commit(conn, commands, None, wait=True)
                     else:
-                        tried = try_commit_batch(conn, commands, lock_wait)
-                        if tried is None:
+                        results = _try_commit(conn, commands, lock_wait)
+                        if results is None:
                             waited = True
-                            tried = await database.run(partial(commit_batch, conn, commands))
-                        results = tried
-                except Exception:
-                    # `commit_batch` answers every failure it knows of; this is a bug, and the writer lives on.
-                    log.exception("[Store] Committing a batch of %d commands failed", len(commands))
-                    results = [outcome.Error(InternalError()) for _ in commands]
-                health.saw(results)
-                writer.commands += len(batch)
-                writer.batches += 1
-                writer.largest_batch = max(writer.largest_batch, len(batch))
-                first_sequence = _first_sequence(results)
-                if (
-                    quick_flush is not None
-                    and first_sequence is not None
-                    and len(batch) == 1
-                    and not waited
-                    and not in_flight[0]
-                    and not receive.statistics().current_buffer_used
-                    and _flushed_here(quick_flush)
-                ):
-                    # Nothing was awaited since COMMIT, so no listener can have heard of it before now.
-                    _publish_and_reply(hub, batch, results)
-                    continue
-                if first_sequence is not None:
-                    unflushed.append(first_sequence)
-                    hub.hold_from(unflushed[0])
-                in_flight[0] += 1
-                await flushes.send((batch, results))
+                            results = await database.run(partial(_try_commit, conn, commands, None, wait=True))
+                    assert results is not None
+                    counted(commands, results)
+                    first_sequence = _first_sequence(results)
+                    if (
+                        quick_flush is not None
+                        and first_sequence is not None
+                        and len(batch) == 1
+                        and not waited
+                        and not in_flight[0]
+                        and not receive.statistics().current_buffer_used
+                        and quick_flush.quick()
+                    ):
+                        _flush_here(quick_flush)
+                        # Nothing was awaited since COMMIT, so no listener can have heard of it before now.
+                        _publish_and_reply(hub, batch, results)
+                        busy = False
+                        continue
+                    if first_sequence is not None:
+                        unflushed.append(first_sequence)
+                        hub.hold_from(unflushed[0])
+                    in_flight[0] += 1
+                    await flushes.send((batch, results))
+                    busy = False
+    finally:
+        writer._here = None
+        if quick_flush is not None:
+            trio.lowlevel.remove_instrument(passes)
+
+
+class _SchedulerPasses(trio.abc.Instrument):
+    """Counts the passes of trio's scheduler: every task woken in one pass runs before the next I/O wait."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def before_io_wait(self, timeout: float) -> None:
+        self.count += 1
+
+
+def _try_commit(
+    conn: Connection, commands: list[Command], lock_wait: LockWait | None, *, wait: bool = False
+) -> Committed | None:
+    """The batch's outcomes; None, with nothing done, if another process holds the lock and `wait` is False."""
+    try:
+        if wait:
+            return commit_batch(conn, commands)
+        return try_commit_batch(conn, commands, lock_wait)
+    except Exception:
+        # `commit_batch` answers every failure it knows of; this is a bug, and the writer lives on.
+        log.exception("[Store] Committing a batch of %d commands failed", len(commands))
+        return [outcome.Error(InternalError()) for _ in commands]
 
 
 class _Health:
@@ -305,19 +435,22 @@ class _Health:
                 return
 
 
-def _flushed_here(quick_flush: Callable[[], bool]) -> bool:
-    """`quick_flush()`, with a failing flush logged as the database thread's flush logs it."""
+def _flush_here(quick_flush: QuickFlush) -> None:
+    """`quick_flush.flush()`, with a failing flush logged as the database thread's flush logs it."""
     try:
-        return quick_flush()
+        quick_flush.flush()
     except OSError:
         log.exception("[Store] Could not flush the store's write-ahead log to disk")
-        return True
 
 
-def _publish_and_reply(hub: Hub, batch: list[_Envelope], results: Committed) -> None:
+def _publish(hub: Hub, results: Committed) -> None:
     for result in results:
         if isinstance(result, outcome.Value):
             hub.publish(result.value[1])
+
+
+def _publish_and_reply(hub: Hub, batch: list[_Envelope], results: Committed) -> None:
+    _publish(hub, results)
     for envelope, result in zip(batch, results, strict=True):
         envelope.reply.result = result
         envelope.reply.done.set()

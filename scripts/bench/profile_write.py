@@ -38,7 +38,7 @@ STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("the database thread waiting", ("DatabaseThread._work",)),
     ("other threads", ("Thread._bootstrap",)),
     ("cross-process tail (data_version polls)", ("Hub.run_tail",)),
-    ("flush on the trio thread", ("WalSync.flush_if_quick", "WalSync._flush")),
+    ("flush on the trio thread", ("WalSync.flush",)),
     ("publish (hub, SSE fan-out)", ("Hub.publish", "Hub.hold_from", "Hub.catch_up", "_fan_out")),
     ("transaction (BEGIN..COMMIT)", ("try_commit_batch", "commit_batch")),
     ("flush hop (to the database thread and back)", ("DatabaseThread.run", "_answer (")),
