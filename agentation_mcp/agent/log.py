@@ -47,9 +47,14 @@ class ClientLog(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         token = self._token
-        if token is None or not len(self._peers):
+        if token is None:
             return
-        item = (mcp_level(record.levelno), record.getMessage())
+        level = mcp_level(record.levelno)
+        rank = LEVELS.index(level)
+        # Most lines (one a toolbar request) are wanted by nobody: they cost no wake-up of the loop.
+        if not any(_wants(rank, peer) for peer in self._peers.all()):
+            return
+        item = (level, record.getMessage())
         try:
             token.run_sync_soon(self._queue, item)
         except trio.RunFinishedError:
