@@ -3,9 +3,10 @@
 * A lone command, with nothing else queued or being flushed, is flushed
   (`WalSync.quick`, `WalSync.flush`) on the trio thread, then published, then
   answered: each answer comes after its own fsync of the WAL.
-* A disk whose flushes are slow, a checkpoint that is due, a batch of
-  several commands, or a command that waited for another process's lock
-  (other tasks ran after its COMMIT) goes to the database thread as before.
+* So is a small batch (up to `QUICK_BATCH` commands).
+* A disk whose flushes are slow, a checkpoint that is due, a larger batch,
+  or a command that waited for another process's lock (other tasks ran
+  after its COMMIT) goes to the database thread as before.
 * `WalSync` counts every flush and the time they took.
 * The caller's task stands in for the writer task for a lone command when
   writes come one at a time: same order of flush, publication and answer,
@@ -34,7 +35,7 @@ from agentation_mcp.models import Event, to_json
 from agentation_mcp.store import connection, reads
 from agentation_mcp.store.connection import WalSync
 from agentation_mcp.store.hub import Hub
-from agentation_mcp.store.writer import QUIET_PASSES, Writer
+from agentation_mcp.store.writer import QUICK_BATCH, QUIET_PASSES, Writer
 
 from .conftest import HeldFlush, Store, running_writer
 
@@ -122,12 +123,40 @@ async def test_a_due_checkpoint_goes_to_the_database_thread(
 
 
 @pytest.mark.anyio
-async def test_a_batch_of_several_commands_is_flushed_on_the_database_thread(
+@pytest.mark.parametrize("size", [2, QUICK_BATCH])
+async def test_a_small_batch_is_flushed_on_the_trio_thread(
+    opened: Store, wal_sync: WalSync, monkeypatch: pytest.MonkeyPatch, size: int
+) -> None:
+    wal_sync.QUICK_SECONDS = 3600.0
+    log: list[tuple[str, Any]] = []
+    _spy_on_fsync(monkeypatch, log)
+    with trio.fail_after(10):
+        async with _writer(opened, opened.hub(), wal_sync) as writer:
+            await writer.submit(CreateSession(url="http://localhost:2999/"))  # the caller's own, alone
+            go = trio.Event()
+
+            async def submit(i: int) -> None:
+                await go.wait()
+                await writer.submit(CreateSession(url=f"http://localhost:{3000 + i}/"))
+
+            async with trio.open_nursery() as nursery:
+                for i in range(size + 1):  # the first of the pass may commit its own; the others form a batch
+                    nursery.start_soon(submit, i)
+                await trio.testing.wait_all_tasks_blocked()
+                go.set()
+            stats = writer.statistics()
+    assert stats.largest_batch >= size
+    main = threading.current_thread().name
+    assert log == [("fsync", main)] * len(log)
+
+
+@pytest.mark.anyio
+async def test_a_large_batch_is_flushed_on_the_database_thread(
     opened: Store, wal_sync: WalSync, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     log: list[tuple[str, Any]] = []
     _spy_on_fsync(monkeypatch, log)
-    n = 20
+    n = 2 * QUICK_BATCH + 2
     with trio.fail_after(10):
         async with _writer(opened, opened.hub(), wal_sync) as writer:
             go = trio.Event()

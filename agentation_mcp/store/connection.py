@@ -166,7 +166,7 @@ class WalSync:
     their own, so they never touch the writer's while it commits the next
     batch.
 
-    `quick` and `flush` are the other way in, for a lone command with
+    `quick` and `flush` are the other way in, for a small batch with
     nothing else queued or being flushed: the writer flushes it right away
     on the trio thread when the disk has been flushing in under
     `QUICK_SECONDS` and no checkpoint is due. Measured, a hop to the

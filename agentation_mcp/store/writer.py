@@ -16,11 +16,14 @@ Invariants:
   on the database thread (`DatabaseThread`) when it must wait for another
   process's lock. The disk flush that makes it durable runs on the database
   thread too (`durable`, see `store.WalSync`), so the event loop keeps
-  serving while the disk works; except when a batch of one command commits
-  with nothing else queued or being flushed, and the disk flushes quickly
-  (`quick_flush`): then the writer flushes, publishes and replies itself,
-  with no hop to the database thread and back (which cost as much as the
-  fsync).
+  serving while the disk works; except when a small batch (up to
+  `QUICK_BATCH` commands) commits with nothing else queued or being
+  flushed, and the disk flushes quickly (`quick_flush`): then the writer
+  flushes, publishes and replies itself, with no hop to the database thread
+  and back (which cost as much as the fsync, and with a few clients writing
+  more: the two threads' handing the GIL back and forth). A larger batch
+  means many writers: its flush stays off the loop, which meanwhile reads
+  their next requests.
 * The caller's own task may stand in for the writer task. When the writer
   is idle (waiting for its mailbox, nothing queued, nothing being flushed),
   writes have come one at a time lately (no two tasks writing in one pass
@@ -229,7 +232,7 @@ async def run_writer(
     and on the database thread when another process holds it (waiting for a
     lock must not stop the event loop). `durable`, when given, runs on the
     database thread after each COMMIT and before any caller hears of it
-    (see `store.WalSync`); `quick_flush`, when given, flushes a lone command
+    (see `store.WalSync`); `quick_flush`, when given, flushes a small batch
     on the trio thread instead when it says that is quick, and lets callers
     commit a lone command on their own task (see the module's docstring).
     `lock_wait`, when given, is how a batch on the
@@ -254,6 +257,7 @@ Committed = list[CommandOutcome]
 """The outcome of each command of one committed batch, in order."""
 _UNFLUSHED = 64  # committed batches waiting for their flush before the writer stops taking more
 QUIET_PASSES = 64  # scheduler passes with writes one at a time before a caller may commit its own
+QUICK_BATCH = 8  # the largest batch flushed on the trio thread (when the flush is quick)
 
 
 async def _serve(
@@ -367,7 +371,7 @@ async def _serve(
                     if (
                         quick_flush is not None
                         and first_sequence is not None
-                        and len(batch) == 1
+                        and len(batch) <= QUICK_BATCH
                         and not waited
                         and not in_flight[0]
                         and not receive.statistics().current_buffer_used
