@@ -64,6 +64,21 @@ def _writer(opened: Store, hub: Hub, sync: WalSync) -> Any:
     return running_writer(opened, hub, in_thread=True, durable=sync, quick_flush=sync)
 
 
+async def _burst(writer: Writer, n: int, first_port: int = 3000) -> None:
+    """`n` sessions created by `n` tasks that all submit in the same pass of the scheduler."""
+    go = trio.Event()
+
+    async def submit(i: int) -> None:
+        await go.wait()
+        await writer.submit(CreateSession(url=f"http://localhost:{first_port + i}/"))
+
+    async with trio.open_nursery() as nursery:
+        for i in range(n):
+            nursery.start_soon(submit, i)
+        await trio.testing.wait_all_tasks_blocked()
+        go.set()
+
+
 @pytest.mark.anyio
 async def test_a_lone_write_is_flushed_on_the_trio_thread_then_published_then_answered(
     opened: Store, wal_sync: WalSync, monkeypatch: pytest.MonkeyPatch
@@ -133,17 +148,7 @@ async def test_a_small_batch_is_flushed_on_the_trio_thread(
     with trio.fail_after(10):
         async with _writer(opened, opened.hub(), wal_sync) as writer:
             await writer.submit(CreateSession(url="http://localhost:2999/"))  # the caller's own, alone
-            go = trio.Event()
-
-            async def submit(i: int) -> None:
-                await go.wait()
-                await writer.submit(CreateSession(url=f"http://localhost:{3000 + i}/"))
-
-            async with trio.open_nursery() as nursery:
-                for i in range(size + 1):  # the first of the pass may commit its own; the others form a batch
-                    nursery.start_soon(submit, i)
-                await trio.testing.wait_all_tasks_blocked()
-                go.set()
+            await _burst(writer, size + 1)  # the first of the pass may commit its own; the others form a batch
             stats = writer.statistics()
     assert stats.largest_batch >= size
     main = threading.current_thread().name
@@ -159,17 +164,7 @@ async def test_a_large_batch_is_flushed_on_the_database_thread(
     n = 2 * QUICK_BATCH + 2
     with trio.fail_after(10):
         async with _writer(opened, opened.hub(), wal_sync) as writer:
-            go = trio.Event()
-
-            async def submit(i: int) -> None:
-                await go.wait()
-                await writer.submit(CreateSession(url=f"http://localhost:{3000 + i}/"))
-
-            async with trio.open_nursery() as nursery:
-                for i in range(n):
-                    nursery.start_soon(submit, i)
-                await trio.testing.wait_all_tasks_blocked()
-                go.set()
+            await _burst(writer, n)
             stats = writer.statistics()
     assert stats.commands == n
     assert stats.largest_batch > 1
@@ -246,17 +241,7 @@ async def test_writes_in_one_scheduler_pass_form_a_batch_and_callers_then_leave_
     n = 12
     with trio.fail_after(10):
         async with _writer(opened, opened.hub(), wal_sync) as writer:
-            go = trio.Event()
-
-            async def submit(i: int) -> None:
-                await go.wait()
-                await writer.submit(CreateSession(url=f"http://localhost:{3000 + i}/"))
-
-            async with trio.open_nursery() as nursery:
-                for i in range(n):
-                    nursery.start_soon(submit, i)
-                await trio.testing.wait_all_tasks_blocked()
-                go.set()  # every submitter runs in the same pass
+            await _burst(writer, n)
             burst = writer.statistics()
             # Right after concurrent writes, a lone one still goes through the writer task...
             await writer.submit(CreateSession(url="http://localhost:4000/"))
