@@ -151,10 +151,18 @@ async def test_list_changed_and_updates_arrive_for_writes_of_another_process(
             connect(transport, served.home, served.url, incoming=incoming) as client,
         ):
             # Created by this test process on the store file: a process other than the client's server.
-            session = await trio.to_thread.run_sync(
-                commit_to_file, served.home, CreateSession(url="http://x.localhost/")
-            )
-            await list_changed.wait()
+            # Over HTTP, a notification sent before the client has opened its GET stream is dropped (the
+            # SDK's transport keeps no backlog), and the client gives no sign of opening it: a session
+            # created too soon is answered by no notification, so another one is created until one is.
+            for attempt in range(30):
+                session = await trio.to_thread.run_sync(
+                    commit_to_file, served.home, CreateSession(url=f"http://x{attempt}.localhost/")
+                )
+                with trio.move_on_after(2):
+                    await list_changed.wait()
+                if list_changed.is_set():
+                    break
+            assert list_changed.is_set()
             await client.subscribe_resource(f"agentation://sessions/{session['id']}")
             await _post(api, f"/sessions/{session['id']}/annotations", ANNOTATION)
             await got_update.wait()

@@ -26,16 +26,18 @@ Invariants:
   their next requests.
 * The caller's own task may stand in for the writer task. When the writer
   is idle (waiting for its mailbox, nothing queued, nothing being flushed),
-  writes have come one at a time lately (no two tasks writing in one pass
-  of trio's scheduler, no batch of several, for the last `QUIET_PASSES` passes: under
-  concurrent writes, group commit does better), no other task waits to run,
-  and a flush now would be quick, `submit` commits, flushes and publishes the command
-  itself, in one synchronous step, exactly as the writer would have for a
-  lone command: the same connection, no `await` between the check and the
-  reply, so writes stay serial and in order. This saves the two trips
-  through trio's scheduler (to the writer task and back) that a lone write
-  otherwise costs. Anything else (a batch forming, a lock held by another
-  process, a slow disk, a checkpoint due) goes through the mailbox.
+  the event loop has waited idle for I/O since the write before (so this
+  one came alone, from outside: writes that follow each other with work in
+  between, such as a burst of tool calls passing their turns, or several
+  connections' requests, batch better through the mailbox), no other task
+  waits to run, and a flush now would be quick, `submit` commits, flushes
+  and publishes the command itself, in one synchronous step, exactly as
+  the writer would have for a lone command: the same connection, no
+  `await` between the check and the reply, so writes stay serial and in
+  order. This saves the two trips through trio's scheduler (to the writer
+  task and back) that a lone write otherwise costs. Anything else (a batch
+  forming, a lock held by another process, a slow disk, a checkpoint due)
+  goes through the mailbox.
 * A reply means committed and flushed: callers get their result, and the hub
   the events, only after COMMIT and the flush. A caller cancelled while
   waiting may still have had its command committed.
@@ -256,7 +258,6 @@ async def run_writer(
 Committed = list[CommandOutcome]
 """The outcome of each command of one committed batch, in order."""
 _UNFLUSHED = 64  # committed batches waiting for their flush before the writer stops taking more
-QUIET_PASSES = 64  # scheduler passes with writes one at a time before a caller may commit its own
 QUICK_BATCH = 8  # the largest batch flushed on the trio thread (when the flush is quick)
 
 
@@ -281,10 +282,8 @@ async def _serve(
     unflushed: deque[int] = deque()  # the first sequence of each committed batch not yet answered
     in_flight = [0]  # batches handed to `_answer` and not yet answered
     busy = False  # the writer task holds a batch (committing it, or waiting for the lock or the mailbox to flush)
-    passes = _SchedulerPasses()
-    submitted_in_pass = -1  # the scheduler pass of the latest `commit_here` call, and its task
-    submitter: trio.lowlevel.Task | None = None
-    concurrent_in_pass = -QUIET_PASSES  # the latest pass that saw two writes in one pass, or a batch of several
+    idle = _IdleWaits()
+    idle_at_last_write = -1  # `idle.count` when the latest write was submitted
     health = _Health()
     if database is None or durable is None:
         quick_flush = None
@@ -303,14 +302,12 @@ async def _serve(
         too, unless its commit made a checkpoint due: then its flush (and the
         checkpoint) go to the database thread the writer task's way.
         """
-        nonlocal submitted_in_pass, submitter, concurrent_in_pass
+        nonlocal idle_at_last_write
         assert quick_flush is not None
-        task = trio.lowlevel.current_task()
-        if submitted_in_pass == passes.count and submitter is not task:
-            concurrent_in_pass = passes.count
-        submitted_in_pass, submitter = passes.count, task
+        alone = idle.count != idle_at_last_write
+        idle_at_last_write = idle.count
         if (
-            passes.count - concurrent_in_pass < QUIET_PASSES
+            not alone
             or busy
             or in_flight[0]
             or writer.in_mailbox
@@ -339,7 +336,7 @@ async def _serve(
         return True
 
     if quick_flush is not None:
-        trio.lowlevel.add_instrument(passes)
+        trio.lowlevel.add_instrument(idle)
         writer._here = commit_here
     try:
         async with trio.open_nursery() as nursery:
@@ -354,8 +351,6 @@ async def _serve(
                         except (trio.WouldBlock, trio.EndOfChannel):
                             break
                     writer.in_mailbox -= len(batch)
-                    if len(batch) > 1:
-                        concurrent_in_pass = passes.count
                     commands = [envelope.command for envelope in batch]
                     waited = False  # for the lock, on the database thread: other tasks ran since its COMMIT
                     if database is None:
@@ -391,17 +386,19 @@ async def _serve(
     finally:
         writer._here = None
         if quick_flush is not None:
-            trio.lowlevel.remove_instrument(passes)
+            trio.lowlevel.remove_instrument(idle)
 
 
-class _SchedulerPasses(trio.abc.Instrument):
-    """Counts the passes of trio's scheduler: every task woken in one pass runs before the next I/O wait."""
+class _IdleWaits(trio.abc.Instrument):
+    """Counts the times trio's scheduler waited for I/O with nothing to run (a wait with a timeout: with
+    a task ready to run, it only polls)."""
 
     def __init__(self) -> None:
         self.count = 0
 
     def before_io_wait(self, timeout: float) -> None:
-        self.count += 1
+        if timeout > 0:
+            self.count += 1
 
 
 def _try_commit(
