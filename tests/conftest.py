@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import socket
+import subprocess
 import sys
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -218,30 +219,26 @@ def reference_cli() -> Path:
     return folder / "node_modules" / "agentation-mcp" / "dist" / "cli.js"
 
 
-def claude_cli() -> Path:
-    """The pinned Claude Code CLI that scripts/install-claude-code installs; skips (fails in CI) without it."""
+def _pinned_cli(name: str, env: str, folder: str, script: str) -> Path:
+    """The node CLI `script` installs into the cache's `folder` (or `$env`); skips (fails in CI) without it."""
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    folder = Path(os.environ.get("AGENTATION_CLAUDE_DIR") or cache / "agentation-mcp" / "claude-code")
-    claude = folder / "node_modules" / ".bin" / "claude"
-    if not claude.exists():
-        reason = f"the Claude Code CLI is not installed at {claude}: run scripts/install-claude-code"
+    installed = Path(os.environ.get(env) or cache / "agentation-mcp" / folder) / "node_modules" / ".bin" / name
+    if not installed.exists():
+        reason = f"the {name} CLI is not installed at {installed}: run {script}"
         if os.environ.get("CI"):
             pytest.fail(reason)
         pytest.skip(reason)
-    return claude
+    return installed
+
+
+def claude_cli() -> Path:
+    """The pinned Claude Code CLI that scripts/install-claude-code installs."""
+    return _pinned_cli("claude", "AGENTATION_CLAUDE_DIR", "claude-code", "scripts/install-claude-code")
 
 
 def codex_cli() -> Path:
-    """The pinned Codex CLI that scripts/install-codex installs; skips (fails in CI) without it."""
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    folder = Path(os.environ.get("AGENTATION_CODEX_DIR") or cache / "agentation-mcp" / "codex")
-    codex = folder / "node_modules" / ".bin" / "codex"
-    if not codex.exists():
-        reason = f"the Codex CLI is not installed at {codex}: run scripts/install-codex"
-        if os.environ.get("CI"):
-            pytest.fail(reason)
-        pytest.skip(reason)
-    return codex
+    """The pinned Codex CLI that scripts/install-codex installs."""
+    return _pinned_cli("codex", "AGENTATION_CODEX_DIR", "codex", "scripts/install-codex")
 
 
 def server_env(home: Path, **extra: str) -> dict[str, str]:
@@ -251,6 +248,21 @@ def server_env(home: Path, **extra: str) -> dict[str, str]:
             env[key] = os.environ[key]
     env.update(extra)
     return env
+
+
+def agentation(
+    home: Path, *args: str, cwd: Path | None = None, timeout: float = 60, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """Run one `agentation-mcp` command to completion (bounded), as a separate process with HOME `home`."""
+    return subprocess.run(
+        [sys.executable, "-m", "agentation_mcp", *args],
+        cwd=cwd,
+        env=server_env(home, **env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def server_params(home: Path, *args: str, **env: str) -> StdioServerParameters:

@@ -18,23 +18,11 @@ import httpx2
 import pytest
 import trio
 
-from .conftest import ANNOTATION, ServerProcess, free_port, server_env, stream
+from .conftest import ANNOTATION, ServerProcess, agentation, free_port, server_env, stream
 
 pytestmark = pytest.mark.anyio
 
 KEY = "k" * 32
-
-
-def agentation(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """Run one command to completion (bounded), as a separate process."""
-    return subprocess.run(
-        [sys.executable, "-m", "agentation_mcp", *args],
-        env=server_env(home),
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
 
 
 async def run(home: Path, *args: str) -> subprocess.CompletedProcess[str]:

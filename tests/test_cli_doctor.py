@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import ServerProcess, claude_cli, free_port, server_env
+from .conftest import ServerProcess, agentation, claude_cli, free_port, server_env
 
 OURS = Path(sys.executable).parent / "agentation-mcp"
 BOUND = 3.5  # doctor's own deadline is under 3 s; a slower answer fails the test
@@ -218,15 +218,7 @@ def test_a_codex_tool_timeout_shorter_than_a_watch_call_is_a_warning_naming_the_
         assert check["status"] == "!"
         assert check["detail"].startswith(f"{config} {given} for agentation: Codex would cut")
         assert check["fix"] == fix
-    init = subprocess.run(
-        [sys.executable, "-m", "agentation_mcp", "init", "--client", "codex", "--yes"],
-        cwd=project,
-        env=server_env(home),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    init = agentation(home, "init", "--client", "codex", "--yes", cwd=project)
     assert init.returncode == 0, init.stderr
     _, report = doctor(home, project, "--port", str(free_port()), with_claude=False)
     assert by_name(report)["Codex"]["status"] == "✓"

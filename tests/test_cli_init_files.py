@@ -19,7 +19,7 @@ import pytest
 
 from agentation_mcp.cli import jsonc
 
-from .conftest import server_env
+from .conftest import agentation
 
 OURS = str(Path(sys.executable).parent / "agentation-mcp")
 
@@ -114,15 +114,7 @@ def project(tmp_path: Path) -> Path:
 
 
 def init(home: Path, project: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "agentation_mcp", "init", *args],
-        cwd=project,
-        env=server_env(home, **env),
-        capture_output=True,
-        text=True,
-        timeout=90,
-        check=False,
-    )
+    return agentation(home, "init", *args, cwd=project, timeout=90, **env)
 
 
 def test_a_fresh_file_is_written_parsed_and_checked(client: Client, home: Path, project: Path) -> None:

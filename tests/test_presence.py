@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import mcp_types as types
@@ -16,6 +18,7 @@ from agentation_mcp.agent.tools import build_handlers, call_tool
 from agentation_mcp.commands import CreateAnnotation, CreateSession
 from agentation_mcp.store import presence
 from agentation_mcp.store.heartbeat import BEAT, SOON, Heartbeat
+from agentation_mcp.store.hub import Hub
 from agentation_mcp.store.writer import Writer
 
 from .conftest import ANNOTATION, Store, running_writer
@@ -35,6 +38,18 @@ def never_gone(pid: int, host: str) -> bool:
 def present(st: Store, *, gone: Any = never_gone) -> dict[str, Any]:
     """The presence parts of the status document now (virtual time is the wall clock here)."""
     return presence.status(st.reader, trio.current_time(), gone=gone)
+
+
+@asynccontextmanager
+async def beating(opened: Store) -> AsyncIterator[tuple[Hub, Writer, Heartbeat, trio.Nursery]]:
+    """The store's writer, and this process's heartbeat (pid 1001, virtual time as its wall clock) beating
+    through it; the nursery is the heartbeat's, cancelled at the end."""
+    hub = opened.hub()
+    async with running_writer(opened, hub) as writer, trio.open_nursery() as nursery:
+        heartbeat = Heartbeat(wall=trio.current_time, pid=1001)
+        await nursery.start(heartbeat.run, writer)
+        yield hub, writer, heartbeat, nursery
+        nursery.cancel_scope.cancel()
 
 
 async def test_a_process_whose_heartbeat_stops_is_gone_once_it_expires(opened: Store) -> None:
@@ -90,11 +105,8 @@ async def beats(writer: Writer) -> int:
 
 
 async def test_tool_calls_write_nothing_until_the_next_heartbeat(opened: Store) -> None:
-    hub = opened.hub()
-    async with running_writer(opened, hub) as writer, trio.open_nursery() as nursery:
-        heartbeat = Heartbeat(wall=trio.current_time, pid=1001)
+    async with beating(opened) as (hub, writer, heartbeat, _):
         agent = heartbeat.agent("stdio")
-        await nursery.start(heartbeat.run, writer)
         agent.connected({"name": "client", "version": "1"})
         await trio.sleep(SOON * 2)  # the connection is written soon after
         written = await beats(writer)
@@ -106,15 +118,11 @@ async def test_tool_calls_write_nothing_until_the_next_heartbeat(opened: Store) 
         await trio.sleep(BEAT)
         assert await beats(writer) == written + 1
         assert present(opened)["agents"][0]["lastCallAt"] is not None
-        nursery.cancel_scope.cancel()
 
 
 async def test_a_watch_shows_as_watching_while_it_waits(opened: Store) -> None:
-    hub = opened.hub()
-    async with running_writer(opened, hub) as writer, trio.open_nursery() as nursery:
-        heartbeat = Heartbeat(wall=trio.current_time, pid=1001)
+    async with beating(opened) as (hub, writer, heartbeat, nursery):
         stdio = StdioPresence(heartbeat)
-        await nursery.start(heartbeat.run, writer)
         stdio.initialized({"protocolVersion": "2025-06-18", "clientInfo": {"name": "watcher", "version": "2.0"}})
         session = await writer.submit(CreateSession(url="http://localhost:3000/"))
         handlers = recorded(build_handlers(writer, hub, opened.reader), stdio.agent)
@@ -138,14 +146,10 @@ async def test_a_watch_shows_as_watching_while_it_waits(opened: Store) -> None:
         stdio.disconnected()
         await trio.sleep(SOON * 2)
         assert present(opened)["agents"] == []
-        nursery.cancel_scope.cancel()
 
 
 async def test_an_mcp_session_over_http_is_an_agent_from_initialize_until_it_closes(opened: Store) -> None:
-    hub = opened.hub()
-    async with running_writer(opened, hub) as writer, trio.open_nursery() as nursery:
-        heartbeat = Heartbeat(wall=trio.current_time, pid=1001)
-        await nursery.start(heartbeat.run, writer)
+    async with beating(opened) as (hub, writer, heartbeat, _):
         server = build_mcp_server(writer, hub, opened.reader)
         server.middleware.append(HttpPresence(heartbeat).middleware)
         info = types.Implementation(name="http-client", version="3.1")
@@ -167,14 +171,10 @@ async def test_an_mcp_session_over_http_is_an_agent_from_initialize_until_it_clo
             assert present(opened)["agents"][0]["watching"] is False
         await trio.sleep(SOON * 2)
         assert present(opened)["agents"] == []
-        nursery.cancel_scope.cancel()
 
 
 async def test_pages_are_counted_once_per_stream_and_remembered_after_they_leave(opened: Store) -> None:
-    hub = opened.hub()
-    async with running_writer(opened, hub) as writer, trio.open_nursery() as nursery:
-        heartbeat = Heartbeat(wall=trio.current_time, pid=1001)
-        await nursery.start(heartbeat.run, writer)
+    async with beating(opened) as (_, _, heartbeat, _):
         first = heartbeat.page_opened("s1", "http://localhost:3000/")
         second = heartbeat.page_opened("s1", "http://localhost:3000/")
         await trio.sleep(SOON * 2)
@@ -186,14 +186,10 @@ async def test_pages_are_counted_once_per_stream_and_remembered_after_they_leave
         status = present(opened)
         assert status["pages"] == []
         assert status["lastPageSeenAt"] is not None
-        nursery.cancel_scope.cancel()
 
 
 async def test_refused_origins_are_kept_with_their_count(opened: Store) -> None:
-    hub = opened.hub()
-    async with running_writer(opened, hub) as writer, trio.open_nursery() as nursery:
-        heartbeat = Heartbeat(wall=trio.current_time, pid=1001)
-        await nursery.start(heartbeat.run, writer)
+    async with beating(opened) as (_, _, heartbeat, _):
         for _ in range(3):
             heartbeat.origin_refused("http://app.example:8080", "/sessions")
         await trio.sleep(BEAT + SOON)
@@ -204,7 +200,6 @@ async def test_refused_origins_are_kept_with_their_count(opened: Store) -> None:
             "count": 3,
             "byLiveProcess": True,
         }
-        nursery.cancel_scope.cancel()
 
 
 async def test_presence_alone_is_not_flushed_to_disk_but_an_annotation_change_is(opened: Store) -> None:

@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -17,7 +15,7 @@ import httpx2
 import pytest
 import trio
 
-from .conftest import ANNOTATION, ServerProcess, server_env, stream
+from .conftest import ANNOTATION, ServerProcess, agentation, stream
 
 pytestmark = pytest.mark.anyio
 
@@ -206,17 +204,6 @@ async def test_status_events_sends_the_document_again_when_it_changes(tmp_path: 
         owner.stop()
 
 
-def run_cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "agentation_mcp", *args],
-        env=server_env(home),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-
-
 PRESENCE_PARTS = ("processes", "agents", "pages", "counts", "lastPageSeenAt")
 
 
@@ -227,16 +214,16 @@ async def test_the_status_command_prints_what_the_status_route_answers(tmp_path:
         await http.post("/sessions", json={"url": "http://localhost:3000/"})
         with trio.fail_after(15):
             served = await wait_status(http, lambda d: agent_named(d, "cli-test") is not None)
-        local = await trio.to_thread.run_sync(run_cli, home, "status", "--json")
+        local = await trio.to_thread.run_sync(agentation, home, "status", "--json")
         assert local.returncode == 0, local.stderr
         printed = json.loads(local.stdout)
         assert {k: printed[k] for k in PRESENCE_PARTS} == {k: served[k] for k in PRESENCE_PARTS}
         assert (printed["store"], printed["startedAt"]) == (served["store"], served["startedAt"])
-        remote = await trio.to_thread.run_sync(run_cli, home, "status", "--json", "--http-url", owner.url)
+        remote = await trio.to_thread.run_sync(agentation, home, "status", "--json", "--http-url", owner.url)
         assert remote.returncode == 0, remote.stderr
         answered = json.loads(remote.stdout)
         assert {k: answered[k] for k in PRESENCE_PARTS} == {k: served[k] for k in PRESENCE_PARTS}
-        text = await trio.to_thread.run_sync(run_cli, home, "status")
+        text = await trio.to_thread.run_sync(agentation, home, "status")
         assert f"pid {owner.proc.pid} (owns the port)" in text.stdout
         assert f"cli-test 4.5 over stdio (pid {other.proc.pid}), connected just now" in text.stdout
         assert "Annotations: 0 pending, 0 acknowledged, 0 resolved, 0 dismissed, in 1 sessions" in text.stdout
@@ -244,21 +231,21 @@ async def test_the_status_command_prints_what_the_status_route_answers(tmp_path:
 
 def test_the_status_command_without_a_store_or_with_bad_input(tmp_path: Path) -> None:
     home = tmp_path / "home"
-    empty = run_cli(home, "status", "--json")
+    empty = agentation(home, "status", "--json")
     assert empty.returncode == 0, empty.stderr
     doc = json.loads(empty.stdout)
     assert (doc["processes"], doc["agents"], doc["pages"], doc["startedAt"]) == ([], [], [], None)
     assert not (home / ".agentation" / "store.db").exists()  # reading never creates the store
-    unknown = run_cli(home, "status", "--bogus")
+    unknown = agentation(home, "status", "--bogus")
     assert unknown.returncode == 2
     assert "unrecognized arguments: --bogus" in unknown.stderr
-    scheme = run_cli(home, "status", "--http-url", "localhost:4747")
+    scheme = agentation(home, "status", "--http-url", "localhost:4747")
     assert (scheme.returncode, scheme.stderr) == (
         2,
         "agentation-mcp status: --http-url must be an http:// or https:// URL.\n",
     )
     port = _closed_port()
-    down = run_cli(home, "status", "--http-url", f"http://127.0.0.1:{port}")
+    down = agentation(home, "status", "--http-url", f"http://127.0.0.1:{port}")
     assert down.returncode == 1
     assert f"Cannot reach the agentation server at http://127.0.0.1:{port}" in down.stderr
 
