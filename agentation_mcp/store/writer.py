@@ -288,12 +288,11 @@ async def _serve(
     if database is None or durable is None:
         quick_flush = None
 
-    def counted(commands: list[Command], results: Committed) -> Committed:
+    def counted(commands: list[Command], results: Committed) -> None:
         health.saw(results)
         writer.commands += len(commands)
         writer.batches += 1
         writer.largest_batch = max(writer.largest_batch, len(commands))
-        return results
 
     def commit_here(envelope: _Envelope) -> bool:
         """Commit a lone command on the caller's task; False, with nothing done, if not now.
