@@ -16,7 +16,7 @@ import pytest
 
 from agentation_mcp.agent.budget import PageBudget
 from agentation_mcp.commands import CreateAnnotation, CreateSession, UpdateAnnotation
-from agentation_mcp.models import agent_view, annotation_builder, annotation_from_row
+from agentation_mcp.models import agent_view, annotation_builder, annotation_from_row, json_bytes
 from agentation_mcp.store import reads
 
 from .conftest import Store, commit
@@ -104,6 +104,21 @@ def test_the_pending_list_of_every_session_is_read_in_order_without_a_sort(opene
 def test_the_row_builder_gives_exactly_what_annotation_from_row_gives(opened: Store) -> None:
     _fill(opened)
     commit(opened.conn, UpdateAnnotation(reads.pending_annotations(opened.reader)[0]["id"], {"thread": []}))
+    # Rows another program could have stored: numbers past 2**53, fractions, infinities and integers as
+    # REAL, flags as other integers, JSON columns holding text that is no JSON, or JSON a strict parser refuses.
+    odd_rows = [
+        (2.0**53, -(2.0**53), "1", "[1,2", 2),
+        (2.0**53 + 2, 0.1 + 0.2, "NaN", "[]", 0),
+        (float("inf"), float("-inf"), '{"x": 1.0, "y": 1e3}', "null", 1),
+        (-0.0, 7, "", '[{"id": "m", "content": "\u00e9"}]', -1),
+    ]
+    ids = [row[0] for row in opened.conn.execute("SELECT id FROM annotations WHERE extra = '{}' ORDER BY rowid")]
+    assert len(ids) >= len(odd_rows)
+    for annotation_id, (x, y, box, thread, flag) in zip(ids, odd_rows, strict=False):
+        opened.conn.execute(
+            "UPDATE annotations SET x = ?, y = ?, bounding_box = ?, thread = ?, is_fixed = ? WHERE id = ?",
+            (x, y, box, thread, flag, annotation_id),
+        )
     cursor = opened.conn.execute("SELECT * FROM annotations")
     names = [d[0] for d in cursor.get_description()]
     rows = cursor.fetchall()
@@ -113,6 +128,7 @@ def test_the_row_builder_gives_exactly_what_annotation_from_row_gives(opened: St
         built = build(row)
         assert built == expected
         assert list(built) == list(expected)  # key order
+        assert json_bytes(built) == json_bytes(expected)  # and the same types: 5, not 5.0
     # The columns in another order: the same annotations.
     reordered = ", ".join(reversed(names))
     cursor = opened.conn.execute(f"SELECT {reordered} FROM annotations")
